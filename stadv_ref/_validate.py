@@ -1,0 +1,136 @@
+"""Input validation shared by the public functions.
+
+Every public entry point checks its arguments here so that bad input gives a
+``ValueError``/``TypeError`` that names the offending argument instead of a
+silent wrong answer.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "check_budget",
+    "check_choice",
+    "check_positive_int",
+    "images_4d",
+    "check_flow",
+]
+
+
+def _xp_of(a):
+    """Array module (numpy or cupy) of ``a`` without importing cupy."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy  # only reached when the caller already passes cupy arrays
+
+        return cupy
+    return np
+
+
+def as_float_array(name, a, *, ndim=None, finite=True, dtype=None):
+    """Return ``a`` as a floating array, checking rank and finiteness.
+
+    Parameters
+    ----------
+    name : str
+        Argument name used in error messages.
+    a : array_like
+        Input.
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+    finite : bool
+        Reject NaN and inf.
+    dtype : numpy dtype, optional
+        Target dtype. By default float32 stays float32 and everything else
+        becomes float64.
+    """
+    xp = _xp_of(a)
+    if xp is np:
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from exc
+    if a.dtype == object or not (
+        np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {a.dtype}")
+    if dtype is None:
+        dtype = np.float32 if a.dtype == np.float32 else np.float64
+    a = a.astype(dtype, copy=False)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in allowed:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
+                f"got shape {tuple(a.shape)}"
+            )
+    if finite and a.size and not bool(xp.isfinite(a).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def check_budget(name, eps, *, allow_zero=True):
+    """Check a scalar budget (``eps``, ``tau``...): finite and non-negative."""
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not np.isfinite(eps):
+        raise ValueError(f"{name} must be finite, got {eps}")
+    if eps < 0 or (eps == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {eps}")
+    return eps
+
+
+def check_positive_int(name, n, *, minimum=1):
+    """Check an integer argument ``>= minimum``."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
+    if n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return int(n)
+
+
+def check_choice(name, value, choices):
+    """Check that ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
+    return value
+
+
+def images_4d(name, x):
+    """Validate images ``(N, H, W)`` or ``(N, C, H, W)``; return 4-D view and a flag.
+
+    Returns
+    -------
+    x4 : ndarray, shape (N, C, H, W)
+    squeeze : bool
+        True when the input had no channel axis.
+    """
+    x = as_float_array(name, x, ndim=(3, 4))
+    if x.shape[-1] < 1 or x.shape[-2] < 1 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(x.shape)}")
+    if x.ndim == 3:
+        return x[:, None], True
+    return x, False
+
+
+def check_flow(name, flow, n, h, w, dtype=None):
+    """Validate a flow of shape ``(N, 2, H, W)`` matching images ``(N, ., H, W)``."""
+    flow = as_float_array(name, flow, ndim=4, dtype=dtype)
+    if flow.shape[1] != 2:
+        raise ValueError(
+            f"{name} must have shape (N, 2, H, W) with flow[:, 0] = du, flow[:, 1] = dv; "
+            f"got shape {tuple(flow.shape)}"
+        )
+    if flow.shape[2:] != (h, w):
+        raise ValueError(
+            f"{name} spatial shape {tuple(flow.shape[2:])} does not match the images' {(h, w)}"
+        )
+    if flow.shape[0] != n:
+        raise ValueError(f"{name} batch size {flow.shape[0]} does not match the images' {n}")
+    return flow

@@ -1,0 +1,221 @@
+r"""The adversarial loss ``l_adv(x, r) = f(g(r; x)) - f(x)`` and its approximations.
+
+* :func:`adv_loss_exact` -- the definition (Section 2.2).
+* :func:`adv_loss_path_integral` -- Eq. (4), the path integral
+  ``int_0^1 grad(f o g)(z r; x)^T r dz`` by the midpoint rule of Eqs. (7)/(13).
+* :func:`adv_loss_linearized` -- the paper's linearisation as printed (Eq. (5)
+  with ``Dg(0; x) = diag(x)``, [E8]): ``dsigma(Wx)^T diag(v) W diag(x) r``.
+* :func:`adv_loss_first_order` -- the correct first-order term at ``r = 0``:
+  one-sided (forward for ``r > 0``, backward for ``r < 0``) image differences.
+
+All take a binary network or, for a multi-class one, ``classes=(i, y)``: the
+margin ``f_i - f_y`` of the class pair (appendix 6.6).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import as_float_array, check_choice, check_positive_int
+from .network import OneHiddenLayerNet, relu_derivative
+from .transform import PADDINGS, warp, warp_vjp_flow
+
+__all__ = [
+    "adv_loss_exact",
+    "adv_loss_path_integral",
+    "adv_loss_linearized",
+    "adv_loss_first_order",
+    "flow_gradient",
+    "binary_view",
+    "cw_margin",
+]
+
+
+def binary_view(net, classes=None):
+    """The scalar function the loss is about: ``net`` itself, or ``f_i - f_y``.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+    classes : tuple (i, y), optional
+        Required for multi-class networks.
+    """
+    if not isinstance(net, OneHiddenLayerNet):
+        raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
+    if net.binary:
+        if classes is not None:
+            raise ValueError("classes is only for multi-class networks")
+        return net
+    if classes is None:
+        raise ValueError("classes=(i, y) is required for a multi-class network")
+    i, y = classes
+    return net.pair(int(i), int(y))
+
+
+def _images_and_flow(net, x, flow):
+    H, W = net.image_shape
+    x = as_float_array("x", x, ndim=(2, 3), dtype=np.float64)
+    if x.ndim == 2:
+        x = x[None]
+    if x.shape[1:] != (H, W):
+        raise ValueError(f"x must hold {H}x{W} images, got shape {x.shape}")
+    flow = as_float_array("flow", flow, ndim=(3, 4), dtype=np.float64)
+    if flow.ndim == 3 and flow.shape[0] == 2 and flow.shape[1:] == (H, W) and x.shape[0] == 1:
+        flow = flow[None]
+    if flow.ndim == 3:  # tied flow r
+        flow = np.stack([flow, flow], axis=1)
+    if flow.shape != (x.shape[0], 2, H, W):
+        raise ValueError(
+            f"flow must have shape (N, H, W) (tied) or (N, 2, H, W) matching x {x.shape}, got {flow.shape}"
+        )
+    return x, flow
+
+
+def adv_loss_exact(net, x, flow, *, classes=None, padding="zeros"):
+    """Exact adversarial loss ``l_adv = f(g(r; x)) - f(x)``.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+    x : array_like, shape (N, H, W) or (H, W)
+    flow : array_like, shape (N, H, W) (tied ``r``) or (N, 2, H, W)
+    classes : tuple (i, y), optional
+        For multi-class networks: the margin ``f_i - f_y``.
+    padding : {"zeros", "border"}
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        A true value of the loss; for any feasible ``(x, r)`` it is a valid
+        lower bound on the supremum of Section 3.
+    """
+    f = binary_view(net, classes)
+    check_choice("padding", padding, PADDINGS)
+    x, flow = _images_and_flow(f, x, flow)
+    return f(warp(x, flow, padding)) - f(x)
+
+
+def flow_gradient(net, x, flow, *, classes=None, padding="zeros"):
+    """Gradient of ``f(g(flow; x))`` w.r.t. the flow, shape (N, 2, H, W)."""
+    f = binary_view(net, classes)
+    check_choice("padding", padding, PADDINGS)
+    x, flow = _images_and_flow(f, x, flow)
+    gx = f.input_gradient(warp(x, flow, padding)).reshape(x.shape)
+    return warp_vjp_flow(x, flow, gx, padding)
+
+
+def adv_loss_path_integral(net, x, flow, n=64, *, classes=None, padding="zeros"):
+    """Eq. (4) by the midpoint rule, ``z_i = (2i - 1) / (2n)`` (Eqs. (7), (13)).
+
+    .. math:: l_{adv} = \\int_0^1 \\nabla (f\\circ g)(z r; x)^T r \\, dz
+              \\approx \\frac1n \\sum_{i=1}^n \\nabla (f\\circ g)(z_i r; x)^T r
+
+    Parameters
+    ----------
+    net, x, flow, classes, padding
+        As in :func:`adv_loss_exact`.
+    n : int
+        Number of midpoints; the error vanishes as ``n`` grows (``f o g`` is
+        piecewise smooth along the path).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    n = check_positive_int("n", n)
+    f = binary_view(net, classes)
+    x, flow = _images_and_flow(f, x, flow)
+    total = np.zeros(x.shape[0])
+    for i in range(1, n + 1):
+        z = (2 * i - 1) / (2 * n)
+        g = flow_gradient(f, x, z * flow, padding=padding)
+        total += (g * flow).sum(axis=(1, 2, 3))
+    return total / n
+
+
+def adv_loss_linearized(net, x, r, *, classes=None):
+    """The paper's linearisation of ``l_adv`` for a tied flow, as printed ([E8]).
+
+    .. math:: \\tilde l = d\\sigma(W x)^T \\operatorname{diag}(v) W \\operatorname{diag}(x) r
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+    x : array_like, shape (N, H, W) or (H, W)
+    r : array_like, shape (N, H, W)
+        Tied flow.
+    classes : tuple (i, y), optional
+
+    Returns
+    -------
+    ndarray, shape (N,)
+
+    Notes
+    -----
+    It replaces ``Dg(0; x)`` by ``diag(x)``, which is not a derivative of ``g``
+    at 0 ([E8]); it is what Theorems 1-2 bound. Use :func:`adv_loss_exact` for
+    the true value. Hidden biases ``b`` enter ``dsigma(W x + b)``.
+    """
+    f = binary_view(net, classes)
+    x, flow = _images_and_flow(f, x, r)
+    X = x.reshape(x.shape[0], -1)
+    R = flow[:, 0].reshape(x.shape[0], -1)
+    ds = relu_derivative(X @ f.W.T + f.b)
+    return ((ds * f.V[0]) @ f.W * X * R).sum(axis=1)
+
+
+def adv_loss_first_order(net, x, flow, *, classes=None, padding="zeros"):
+    """Correct first-order term of ``l_adv`` at ``flow = 0`` (directional derivative).
+
+    ``d/dt f(g(t flow; x))`` at ``t = 0+``: one-sided image differences, forward
+    where the flow component is positive and backward where it is negative
+    (the warp is piecewise linear in the flow, [E8]).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    f = binary_view(net, classes)
+    check_choice("padding", padding, PADDINGS)
+    x, flow = _images_and_flow(f, x, flow)
+    gx = f.input_gradient(x).reshape(x.shape)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="constant" if padding == "zeros" else "edge")
+    centre = xp[:, 1:-1, 1:-1]
+    fwd_u, bwd_u = xp[:, 1:-1, 2:] - centre, centre - xp[:, 1:-1, :-2]
+    fwd_v, bwd_v = xp[:, 2:, 1:-1] - centre, centre - xp[:, :-2, 1:-1]
+    du, dv = flow[:, 0], flow[:, 1]
+    dg = np.where(du > 0, fwd_u, bwd_u) * du + np.where(dv > 0, fwd_v, bwd_v) * dv
+    return (gx * dg).sum(axis=(1, 2))
+
+
+def cw_margin(net, X, y, kappa=0.0):
+    """Carlini-Wagner margin ``max_{i != y} f_i(x) - f_y(x)`` (clipped below at ``-kappa``).
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        Multi-class network.
+    X : array_like, shape (N, d) or (N, H, W)
+    y : array_like of int, shape (N,)
+    kappa : float
+
+    Returns
+    -------
+    margin : ndarray, shape (N,)
+        Positive where the prediction differs from ``y``.
+    runner_up : ndarray of int, shape (N,)
+        The maximising ``i != y``.
+    """
+    if net.binary:
+        raise ValueError("cw_margin needs a multi-class network")
+    out = net(X)
+    y = np.asarray(y)
+    if y.shape != (out.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must be integer labels of shape ({out.shape[0]},), got {y.shape} {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= net.n_classes):
+        raise ValueError(f"y must be in [0, {net.n_classes})")
+    rows = np.arange(out.shape[0])
+    other = out.copy()
+    other[rows, y] = -np.inf
+    runner_up = other.argmax(axis=1)
+    margin = other[rows, runner_up] - out[rows, y]
+    return np.maximum(margin, -float(kappa)), runner_up

@@ -1,0 +1,114 @@
+"""The backend contract: the kernels every compute backend provides.
+
+A backend is any object (usually a module or a :class:`types.SimpleNamespace`)
+with the attributes below. The NumPy reference (:mod:`stadv_ref._numpy_backend`)
+is the specification; optimized backends (``stadv_numba``, ``stadv_cupy``) are
+judged against it by ``tests/test_backend_crosscheck.py``.
+
+Kernels receive **already validated, canonical** arrays (the public functions
+in :mod:`stadv_ref` do the checking and reshaping) and must return arrays of
+the backend's own array type (``backend.xp``) with the input's float dtype
+(float32 in, float32 out; float64 in, float64 out).
+
+Canonical shapes
+----------------
+* images ``x``: ``(N, C, H, W)``
+* flows: ``(N, 2, H, W)``, ``flow[:, 0] = du`` (columns), ``flow[:, 1] = dv`` (rows)
+* tied flows ``r``: ``(N, H, W)``
+* network weights: ``W (m, d)``, ``b (m,)``, ``V (K, m)``, ``c (K,)``; inputs ``X (N, d)``
+
+Registering a backend
+---------------------
+Add an entry point in the group ``stadv_ref.backends`` whose value is the
+backend object, e.g. in ``pyproject.toml``::
+
+    [project.entry-points."stadv_ref.backends"]
+    numba = "stadv_numba:backend"
+
+Importing ``stadv_ref`` never imports a backend: entry points are loaded on
+first use. A backend whose dependencies are missing must raise
+:class:`ImportError` when its entry point is loaded.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+KERNELS = (
+    "asarray",
+    "to_numpy",
+    "warp",
+    "warp_vjp_x",
+    "warp_vjp_flow",
+    "tied_jacobian_diag",
+    "flow_tv",
+    "flow_tv_grad",
+    "stadv_flow_loss",
+    "smoothness_power",
+    "net_forward",
+    "net_input_grad",
+    "sdp_mixing",
+    "lambda_max_upper",
+)
+"""Names every backend must provide (plus the attributes ``name`` and ``xp``)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Protocol of a compute backend. See the module docstring for conventions."""
+
+    name: str
+    """Registered name (``"numpy"``, ``"numba"``, ``"cupy"``)."""
+    xp: Any
+    """Array module of the backend's arrays (``numpy`` or ``cupy``)."""
+
+    def asarray(self, a, dtype=None):
+        """Convert ``a`` (NumPy or backend array) to a backend array."""
+
+    def to_numpy(self, a):
+        """Convert a backend array to a NumPy array (no-op for NumPy)."""
+
+    # -- Eq. (1): bilinear warp and its derivatives -------------------------
+    def warp(self, x, flow, padding):
+        """Eq. (1). ``x (N,C,H,W)``, ``flow (N,2,H,W)``, ``padding in {"zeros","border"}`` -> ``(N,C,H,W)``."""
+
+    def warp_vjp_x(self, flow, grad_out, padding):
+        """Adjoint of the warp in ``x``: ``G(flow)^T grad_out``; ``grad_out (N,C,H,W)`` -> ``(N,C,H,W)``."""
+
+    def warp_vjp_flow(self, x, flow, grad_out, padding):
+        """``sum_c grad_out * d warp / d flow``; -> ``(N,2,H,W)`` (right derivative at integers)."""
+
+    def tied_jacobian_diag(self, x, r, padding, variant):
+        """Diagonal of ``Dg`` for a tied flow ``r (N,H,W)``; ``variant in {"correct","paper"}`` -> ``(N,C,H,W)``."""
+
+    # -- Eq. (2), Prop. 1: flow smoothness ----------------------------------
+    def flow_tv(self, flow):
+        """Eq. (2) quadratic smoothness ``l_diff`` per flow -> ``(N,)``."""
+
+    def flow_tv_grad(self, flow):
+        """Gradient of :meth:`flow_tv` -> ``(N,2,H,W)`` (equals ``2 L du, 2 L dv``)."""
+
+    def stadv_flow_loss(self, flow, eps, neighborhood, padding):
+        """stAdv ``L_flow`` (per-pair square root). Returns ``(values (N,), grad (N,2,H,W))``.
+
+        ``neighborhood in {"4","diagonal","8"}``, ``padding in {"zeros","symmetric"}``.
+        """
+
+    def smoothness_power(self, fields, p):
+        """Apply ``L^p`` (``p in {1, 0.5, -0.5, -1}``) to each field of ``fields (..., H, W)``."""
+
+    # -- One-hidden-layer network --------------------------------------------
+    def net_forward(self, W, b, V, c, X):
+        """``Z = X W^T + b``, ``out = relu(Z) V^T + c``. Returns ``(Z (N,m), out (N,K))``."""
+
+    def net_input_grad(self, W, b, V, X, weights):
+        """``grad_x sum_k weights[n,k] f_k(x_n)`` -> ``(N,d)`` (ReLU derivative 0 at 0)."""
+
+    # -- Section 4.1 SDP ---------------------------------------------------------
+    def sdp_mixing(self, A, S, T, max_iter, tol):
+        """Mixing-method block ascent for ``max 2 tr(S^T A T)`` over unit rows (see :mod:`stadv_ref.sdp`).
+
+        ``A (m,d)``, ``S (m,k)``, ``T (d,k)``. Returns ``(S, T, n_iter)``.
+        """
+
+    def lambda_max_upper(self, S):
+        """An upper bound on the largest eigenvalue of the dense symmetric ``S`` (float)."""
