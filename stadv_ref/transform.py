@@ -52,15 +52,19 @@ def _sampling_grid(flow, padding):
     """Sampling coordinates of Eq. (1) and the mask of un-clipped coordinates.
 
     Returns ``cols, rows`` (N, H, W) and ``dcol_ok, drow_ok`` (1 where the
-    coordinate moves with the flow, 0 where border padding clipped it).
+    coordinate moves with the flow, 0 where border padding clips it). Following
+    the right-derivative convention, a coordinate exactly on the last row/column
+    counts as clipped (a step to the right does not move it), one exactly on 0
+    does not.
     """
     _, _, H, W = flow.shape
     dt = flow.dtype
     cols = np.arange(W, dtype=dt)[None, None, :] + flow[:, 0]
     rows = np.arange(H, dtype=dt)[None, :, None] + flow[:, 1]
     if padding == "border":
-        dcol_ok = ((cols >= 0) & (cols <= W - 1)).astype(dt)
-        drow_ok = ((rows >= 0) & (rows <= H - 1)).astype(dt)
+        # right derivative: 0 from the last row/column on (moving right is clipped)
+        dcol_ok = ((cols >= 0) & (cols < W - 1)).astype(dt)
+        drow_ok = ((rows >= 0) & (rows < H - 1)).astype(dt)
         cols = np.clip(cols, 0, W - 1)
         rows = np.clip(rows, 0, H - 1)
     else:
