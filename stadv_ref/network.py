@@ -9,6 +9,7 @@ paper extends to the multi-class case (appendix 6.6/6.7).
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -211,6 +212,7 @@ class OneHiddenLayerNet:
         Parameters
         ----------
         path : str or path-like
+            Written as given (no ``.npz`` suffix is appended).
         **metadata
             Numbers, strings or arrays (e.g. ``test_accuracy=0.98``).
         """
@@ -220,16 +222,19 @@ class OneHiddenLayerNet:
             if arr.dtype == object:
                 raise TypeError(f"metadata {k!r} must be numbers, strings or numeric arrays")
             extra["meta_" + k] = arr
-        np.savez(
-            path,
-            format_version=np.int64(_FORMAT_VERSION),
-            W=self.W,
-            v=self.v,
-            b=self.b,
-            c=self.c,
-            image_shape=np.asarray(self.image_shape, dtype=np.int64),
-            **extra,
-        )
+        # write to exactly ``path`` (np.savez would append ".npz" to a bare name,
+        # and load(path) would then not find the file)
+        with open(os.fspath(path), "wb") as fh:
+            np.savez(
+                fh,
+                format_version=np.int64(_FORMAT_VERSION),
+                W=self.W,
+                v=self.v,
+                b=self.b,
+                c=self.c,
+                image_shape=np.asarray(self.image_shape, dtype=np.int64),
+                **extra,
+            )
 
     @classmethod
     def load(cls, path, with_metadata=False):
@@ -252,6 +257,8 @@ class OneHiddenLayerNet:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(f"model file {path!r} does not exist")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"model file {path!r} is not a valid .npz archive")
         try:
             with np.load(path, allow_pickle=False) as f:
                 data = {k: f[k] for k in f.files}
