@@ -1,0 +1,273 @@
+r"""CUDA C++ source of the warp kernels of Eq. (1) (compiled by CuPy's NVRTC).
+
+This module is plain Python (no CuPy import) so the source can be compiled and
+checked without a GPU: ``tests/test_cupy_backend.py`` compiles it with ``nvcc``
+when one is installed and *runs* it on the CPU through a small C++ shim (one
+emulated thread at a time), comparing every kernel with the NumPy reference of
+:mod:`stadv_ref.transform`.
+
+Conventions are those of :mod:`stadv_ref.transform`: images ``x (N, C, H, W)``,
+flows ``(N, 2, H, W)`` with ``flow[:, 0] = du`` (columns) and ``flow[:, 1] = dv``
+(rows), C-contiguous. One thread handles one output pixel ``(n, h, w)`` and
+loops over the channels, so the four bilinear weights of Eq. (1) are computed
+once per pixel. Every kernel uses a grid-stride loop, so any launch
+configuration is correct. Integer arguments are ``long long`` (pass
+``numpy.int64``). ``border`` is 0 (zero padding, the paper) or 1 (coordinates
+clipped to the image, the public stAdv code; derivative 0 w.r.t. a clipped
+coordinate). At integer sampling coordinates the derivatives are the right
+derivatives (forward differences), as in the reference.
+
+Kernels (templates over ``T in {float, double}``, retrieved with the name
+expressions of :data:`NAME_EXPRESSIONS`):
+
+``stadv_warp_fwd<T>(x, flow, out, N, C, H, W, border)``
+    ``out = g(flow; x)``.
+``stadv_warp_vjp_x<T>(flow, g, gx, N, C, H, W, border)``
+    ``gx += G(flow)^T g`` by ``atomicAdd`` scatter (``gx`` must be zeroed).
+``stadv_warp_vjp_flow<T>(x, flow, g, gflow, N, C, H, W, border)``
+    ``gflow = sum_c g * d out / d (du, dv)``.
+``stadv_warp_vjp_both<T>(x, flow, g, gx, gflow, N, C, H, W, border)``
+    Both VJPs in one pass (``gx`` must be zeroed).
+``stadv_tied_jacobian_diag<T>(x, r, out, N, C, H, W, border, paper)``
+    Diagonal of ``Dg`` for the tied flow ``du = dv = r`` ([E6]):
+    ``d/d du + d/d dv`` (``paper = 0``) or the printed ``d/d du`` (``paper = 1``).
+"""
+from __future__ import annotations
+
+KERNEL_NAMES = (
+    "stadv_warp_fwd",
+    "stadv_warp_vjp_x",
+    "stadv_warp_vjp_flow",
+    "stadv_warp_vjp_both",
+    "stadv_tied_jacobian_diag",
+)
+"""Template kernels in :data:`SOURCE`."""
+
+DTYPES = {"float32": "float", "float64": "double"}
+"""NumPy dtype name -> C++ template argument."""
+
+NAME_EXPRESSIONS = tuple(f"{k}<{t}>" for k in KERNEL_NAMES for t in DTYPES.values())
+"""Name expressions to instantiate (``"stadv_warp_fwd<float>"`` ...)."""
+
+SOURCE = r"""
+// ---- stadv-ref: bilinear warp of Eq. (1) and its derivatives -------------
+typedef long long stadv_ll;
+
+__device__ __forceinline__ float stadv_floor(float v) { return floorf(v); }
+__device__ __forceinline__ double stadv_floor(double v) { return floor(v); }
+
+#define STADV_GRID_LOOP(i, n)                                               \
+    for (stadv_ll i = (stadv_ll)blockIdx.x * (stadv_ll)blockDim.x +         \
+                      (stadv_ll)threadIdx.x;                                \
+         i < (n); i += (stadv_ll)blockDim.x * (stadv_ll)gridDim.x)
+
+// The four neighbours N(i) of one sampling point (u + du, v + dv).
+// o** are offsets inside one (H, W) plane; v** say whether the corner lies
+// inside the image (zero padding outside). fr, fc are the fractional parts;
+// dcol_ok / drow_ok are 0 where border padding clipped the coordinate.
+template <typename T>
+struct StadvSample {
+    stadv_ll o00, o01, o10, o11;
+    bool v00, v01, v10, v11;
+    T fr, fc, dcol_ok, drow_ok;
+};
+
+template <typename T>
+__device__ __forceinline__ void stadv_sample(T du, T dv, stadv_ll h, stadv_ll w,
+                                             stadv_ll H, stadv_ll W, stadv_ll border,
+                                             StadvSample<T>& s) {
+    T col = (T)w + du;
+    T row = (T)h + dv;
+    const T cmax = (T)(W - 1);
+    const T rmax = (T)(H - 1);
+    s.dcol_ok = (T)1;
+    s.drow_ok = (T)1;
+    if (border) {
+        if (!(col >= (T)0 && col <= cmax)) {
+            s.dcol_ok = (T)0;
+            col = col < (T)0 ? (T)0 : cmax;
+        }
+        if (!(row >= (T)0 && row <= rmax)) {
+            s.drow_ok = (T)0;
+            row = row < (T)0 ? (T)0 : rmax;
+        }
+    }
+    const T c0f = stadv_floor(col);
+    const T r0f = stadv_floor(row);
+    s.fc = col - c0f;
+    s.fr = row - r0f;
+    // validity decided in floating point, so huge flows never overflow an int
+    const bool c0ok = c0f >= (T)0 && c0f <= cmax;
+    const bool c1ok = c0f >= (T)(-1) && c0f <= cmax - (T)1;
+    const bool r0ok = r0f >= (T)0 && r0f <= rmax;
+    const bool r1ok = r0f >= (T)(-1) && r0f <= rmax - (T)1;
+    const stadv_ll c0 = (c0ok || c1ok) ? (stadv_ll)c0f : 0;
+    const stadv_ll r0 = (r0ok || r1ok) ? (stadv_ll)r0f : 0;
+    s.v00 = r0ok && c0ok;
+    s.v01 = r0ok && c1ok;
+    s.v10 = r1ok && c0ok;
+    s.v11 = r1ok && c1ok;
+    s.o00 = s.v00 ? r0 * W + c0 : 0;
+    s.o01 = s.v01 ? r0 * W + c0 + 1 : 0;
+    s.o10 = s.v10 ? (r0 + 1) * W + c0 : 0;
+    s.o11 = s.v11 ? (r0 + 1) * W + c0 + 1 : 0;
+}
+
+template <typename T>
+__device__ __forceinline__ void stadv_corners(const T* __restrict__ plane,
+                                              const StadvSample<T>& s,
+                                              T& x00, T& x01, T& x10, T& x11) {
+    x00 = s.v00 ? plane[s.o00] : (T)0;
+    x01 = s.v01 ? plane[s.o01] : (T)0;
+    x10 = s.v10 ? plane[s.o10] : (T)0;
+    x11 = s.v11 ? plane[s.o11] : (T)0;
+}
+
+template <typename T>
+__global__ void stadv_warp_fwd(const T* __restrict__ x, const T* __restrict__ flow,
+                               T* __restrict__ out, stadv_ll N, stadv_ll C,
+                               stadv_ll H, stadv_ll W, stadv_ll border) {
+    const stadv_ll HW = H * W;
+    STADV_GRID_LOOP(i, N * HW) {
+        const stadv_ll n = i / HW;
+        const stadv_ll p = i - n * HW;
+        const stadv_ll h = p / W;
+        const stadv_ll w = p - h * W;
+        StadvSample<T> s;
+        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, H, W, border, s);
+        const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
+        const T w01 = ((T)1 - s.fr) * s.fc;
+        const T w10 = s.fr * ((T)1 - s.fc);
+        const T w11 = s.fr * s.fc;
+        for (stadv_ll c = 0; c < C; ++c) {
+            const stadv_ll base = (n * C + c) * HW;
+            T x00, x01, x10, x11;
+            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            out[base + p] = w00 * x00 + w01 * x01 + w10 * x10 + w11 * x11;
+        }
+    }
+}
+
+template <typename T>
+__global__ void stadv_warp_vjp_x(const T* __restrict__ flow, const T* __restrict__ g,
+                                 T* __restrict__ gx, stadv_ll N, stadv_ll C,
+                                 stadv_ll H, stadv_ll W, stadv_ll border) {
+    const stadv_ll HW = H * W;
+    STADV_GRID_LOOP(i, N * HW) {
+        const stadv_ll n = i / HW;
+        const stadv_ll p = i - n * HW;
+        const stadv_ll h = p / W;
+        const stadv_ll w = p - h * W;
+        StadvSample<T> s;
+        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, H, W, border, s);
+        const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
+        const T w01 = ((T)1 - s.fr) * s.fc;
+        const T w10 = s.fr * ((T)1 - s.fc);
+        const T w11 = s.fr * s.fc;
+        for (stadv_ll c = 0; c < C; ++c) {
+            const stadv_ll base = (n * C + c) * HW;
+            const T gv = g[base + p];
+            if (s.v00 && w00 != (T)0) atomicAdd(gx + base + s.o00, gv * w00);
+            if (s.v01 && w01 != (T)0) atomicAdd(gx + base + s.o01, gv * w01);
+            if (s.v10 && w10 != (T)0) atomicAdd(gx + base + s.o10, gv * w10);
+            if (s.v11 && w11 != (T)0) atomicAdd(gx + base + s.o11, gv * w11);
+        }
+    }
+}
+
+template <typename T>
+__global__ void stadv_warp_vjp_flow(const T* __restrict__ x, const T* __restrict__ flow,
+                                    const T* __restrict__ g, T* __restrict__ gflow,
+                                    stadv_ll N, stadv_ll C, stadv_ll H, stadv_ll W,
+                                    stadv_ll border) {
+    const stadv_ll HW = H * W;
+    STADV_GRID_LOOP(i, N * HW) {
+        const stadv_ll n = i / HW;
+        const stadv_ll p = i - n * HW;
+        const stadv_ll h = p / W;
+        const stadv_ll w = p - h * W;
+        StadvSample<T> s;
+        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, H, W, border, s);
+        T acc_u = (T)0, acc_v = (T)0;
+        for (stadv_ll c = 0; c < C; ++c) {
+            const stadv_ll base = (n * C + c) * HW;
+            T x00, x01, x10, x11;
+            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
+            const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+            const T gv = g[base + p];
+            acc_u += gv * d_du;
+            acc_v += gv * d_dv;
+        }
+        gflow[(2 * n) * HW + p] = acc_u;
+        gflow[(2 * n + 1) * HW + p] = acc_v;
+    }
+}
+
+template <typename T>
+__global__ void stadv_warp_vjp_both(const T* __restrict__ x, const T* __restrict__ flow,
+                                    const T* __restrict__ g, T* __restrict__ gx,
+                                    T* __restrict__ gflow, stadv_ll N, stadv_ll C,
+                                    stadv_ll H, stadv_ll W, stadv_ll border) {
+    const stadv_ll HW = H * W;
+    STADV_GRID_LOOP(i, N * HW) {
+        const stadv_ll n = i / HW;
+        const stadv_ll p = i - n * HW;
+        const stadv_ll h = p / W;
+        const stadv_ll w = p - h * W;
+        StadvSample<T> s;
+        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, H, W, border, s);
+        const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
+        const T w01 = ((T)1 - s.fr) * s.fc;
+        const T w10 = s.fr * ((T)1 - s.fc);
+        const T w11 = s.fr * s.fc;
+        T acc_u = (T)0, acc_v = (T)0;
+        for (stadv_ll c = 0; c < C; ++c) {
+            const stadv_ll base = (n * C + c) * HW;
+            T x00, x01, x10, x11;
+            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
+            const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+            const T gv = g[base + p];
+            acc_u += gv * d_du;
+            acc_v += gv * d_dv;
+            if (s.v00 && w00 != (T)0) atomicAdd(gx + base + s.o00, gv * w00);
+            if (s.v01 && w01 != (T)0) atomicAdd(gx + base + s.o01, gv * w01);
+            if (s.v10 && w10 != (T)0) atomicAdd(gx + base + s.o10, gv * w10);
+            if (s.v11 && w11 != (T)0) atomicAdd(gx + base + s.o11, gv * w11);
+        }
+        gflow[(2 * n) * HW + p] = acc_u;
+        gflow[(2 * n + 1) * HW + p] = acc_v;
+    }
+}
+
+template <typename T>
+__global__ void stadv_tied_jacobian_diag(const T* __restrict__ x, const T* __restrict__ r,
+                                         T* __restrict__ out, stadv_ll N, stadv_ll C,
+                                         stadv_ll H, stadv_ll W, stadv_ll border,
+                                         stadv_ll paper) {
+    const stadv_ll HW = H * W;
+    STADV_GRID_LOOP(i, N * HW) {
+        const stadv_ll n = i / HW;
+        const stadv_ll p = i - n * HW;
+        const stadv_ll h = p / W;
+        const stadv_ll w = p - h * W;
+        const T rv = r[i];
+        StadvSample<T> s;
+        stadv_sample<T>(rv, rv, h, w, H, W, border, s);
+        for (stadv_ll c = 0; c < C; ++c) {
+            const stadv_ll base = (n * C + c) * HW;
+            T x00, x01, x10, x11;
+            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
+            const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+            out[base + p] = paper ? d_du : d_du + d_dv;
+        }
+    }
+}
+"""
+"""The CUDA C++ source (self-contained: NVRTC compiles it without headers)."""
