@@ -1,0 +1,526 @@
+r"""The stAdv spatial-transformation attack (Xiao et al. 2018), used in Section 4.2.
+
+For an image ``x`` with label ``y`` the attack looks for an untied flow
+``f = (du, dv)`` minimising
+
+.. math:: L(f) = L_{adv}(g(f; x)) + \tau L_{flow}(f),
+
+* ``g`` the bilinear warp of Eq. (1) (:func:`stadv_ref.warp`);
+* ``L_adv`` the Carlini-Wagner margin loss with confidence ``kappa``:
+  untargeted ``max(Z_y - max_{i != y} Z_i, -kappa)``, targeted at ``t``
+  ``max(max_{i != t} Z_i - Z_t, -kappa)`` (``Z`` the logits);
+* ``L_flow = sum_p sum_{q in N(p)} sqrt(||f_p - f_q||^2 + 1e-8)``
+  (:func:`stadv_ref.stadv_flow_loss`).
+
+Conventions. The stAdv paper's text uses the four neighbours ``N(p)`` and says
+nothing about the border; the public stAdv code (``rakutentech/stAdv``) uses the
+four *diagonal* neighbours (``neighborhood="diagonal"``), mirrors the flow at
+the border (``flow_padding="symmetric"``) and clips sampling coordinates
+(``warp_padding="border"``). Our defaults follow the paper text and the
+project's zero padding (``"4"``, ``"zeros"``, ``"zeros"``); pass
+``**STADV_CODE_OPTIONS`` for the code's choices.
+
+Two optimisers minimise the same objective:
+
+* ``method="lbfgs-b"`` -- the reference: :func:`scipy.optimize.minimize`
+  (``method="L-BFGS-B"``, unbounded) per image, as in stAdv;
+* ``method="batched"`` (default) -- one vectorised objective/gradient for the
+  whole batch and a per-example L-BFGS (two-loop recursion, per-example
+  backtracking Armijo line search) in NumPy.
+
+Both keep, per image, the best point they evaluated: the successful one with the
+smallest objective if any (so an optimiser that oscillates across the decision
+boundary still reports its adversarial example), else the last iterate. The
+objective and its gradient go through the public dispatched functions
+(:func:`~stadv_ref.warp`, :func:`~stadv_ref.warp_vjp_flow`,
+:meth:`~stadv_ref.OneHiddenLayerNet.input_gradient`, :func:`~stadv_ref.stadv_flow_loss`),
+so the attack runs on whichever backend is current.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validate import as_float_array, check_budget, check_choice, check_positive_int
+from .backend import get_backend
+from .network import OneHiddenLayerNet
+from .operators import smoothness_norm
+from .smoothness import FLOW_PADDINGS, NEIGHBORHOODS, flow_tv, stadv_flow_loss
+from .transform import PADDINGS, warp, warp_vjp_flow
+
+__all__ = [
+    "StadvResult",
+    "StadvObjective",
+    "stadv_objective",
+    "stadv_attack",
+    "STADV_CODE_OPTIONS",
+    "METHODS",
+]
+
+METHODS = ("batched", "lbfgs-b")
+
+#: Options reproducing the public stAdv code's choices (see module docstring).
+STADV_CODE_OPTIONS = {"neighborhood": "diagonal", "flow_padding": "symmetric", "warp_padding": "border"}
+
+
+def _np(a):
+    return np.asarray(get_backend().to_numpy(a))
+
+
+# ---------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------
+class StadvObjective:
+    """The stAdv objective ``L_adv + tau * L_flow`` for a batch of images.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        Multi-class network (``K >= 2`` logits).
+    x : array_like, shape (N, H, W)
+        Images.
+    y : array_like of int, shape (N,)
+        True labels.
+    tau : float
+        Flow-loss weight ``tau >= 0``.
+    target : array_like of int, shape (N,), optional
+        Target classes (targeted attack); ``None`` for untargeted.
+    kappa : float
+        CW confidence ``>= 0``.
+    neighborhood : {"4", "diagonal", "8"}
+    flow_padding : {"zeros", "symmetric"}
+    warp_padding : {"zeros", "border"}
+    flow_eps : float
+        The ``1e-8`` under the square roots of ``L_flow``.
+    """
+
+    def __init__(self, net, x, y, tau, *, target=None, kappa=0.0, neighborhood="4",
+                 flow_padding="zeros", warp_padding="zeros", flow_eps=1e-8):
+        if not isinstance(net, OneHiddenLayerNet):
+            raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
+        if net.binary:
+            raise ValueError("net must be a multi-class network (stAdv uses the CW margin over logits)")
+        H, W = net.image_shape
+        x = as_float_array("x", x, ndim=(2, 3), dtype=np.float64)
+        if x.ndim == 2:
+            if x.shape == (H, W):
+                x = x[None]
+            else:
+                x = x.reshape(x.shape[0], H, W) if x.shape[1] == H * W else x
+        if x.ndim != 3 or x.shape[1:] != (H, W):
+            raise ValueError(f"x must hold {H}x{W} images, shape (N, {H}, {W}); got {x.shape}")
+        N = x.shape[0]
+        if N < 1:
+            raise ValueError("x must hold at least one image")
+        self.y = self._labels("y", y, N, net.n_classes)
+        self.target = None if target is None else self._labels("target", target, N, net.n_classes)
+        if self.target is not None and np.any(self.target == self.y):
+            raise ValueError("target must differ from y for every image")
+        self.tau = check_budget("tau", tau)
+        self.kappa = check_budget("kappa", kappa)
+        self.neighborhood = check_choice("neighborhood", neighborhood, tuple(NEIGHBORHOODS))
+        self.flow_padding = check_choice("flow_padding", flow_padding, FLOW_PADDINGS)
+        self.warp_padding = check_choice("warp_padding", warp_padding, PADDINGS)
+        self.flow_eps = check_budget("flow_eps", flow_eps, allow_zero=False)
+        self.net, self.x = net, x
+        self.shape = (N, 2, H, W)
+
+    @staticmethod
+    def _labels(name, a, N, K):
+        a = np.asarray(a)
+        if a.ndim == 0:
+            a = np.full(N, a)
+        if a.shape != (N,) or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must be integer labels of shape ({N},), got shape {a.shape} dtype {a.dtype}")
+        if a.min() < 0 or a.max() >= K:
+            raise ValueError(f"{name} must be in [0, {K})")
+        return a.astype(np.int64)
+
+    def margin_terms(self, logits, idx):
+        """``L_adv``, its logit weights and the success flags for logits ``(n, K)``."""
+        n = logits.shape[0]
+        rows = np.arange(n)
+        good = self.y[idx] if self.target is None else self.target[idx]
+        other = logits.copy()
+        other[rows, good] = -np.inf
+        r = other.argmax(axis=1)
+        if self.target is None:
+            raw = logits[rows, good] - logits[rows, r]          # Z_y - max_{i!=y} Z_i
+            w_pos, w_neg = good, r
+            success = logits.argmax(axis=1) != good
+        else:
+            raw = logits[rows, r] - logits[rows, good]          # max_{i!=t} Z_i - Z_t
+            w_pos, w_neg = r, good
+            success = logits.argmax(axis=1) == good
+        ladv = np.maximum(raw, -self.kappa)
+        active = raw > -self.kappa
+        weights = np.zeros_like(logits)
+        weights[rows[active], w_pos[active]] += 1.0
+        weights[rows[active], w_neg[active]] -= 1.0
+        return ladv, weights, success
+
+    def __call__(self, flow, idx=None, *, need_grad=True):
+        """Objective values (and gradients) for the flows of images ``idx``.
+
+        Parameters
+        ----------
+        flow : ndarray, shape (n, 2, H, W)
+        idx : ndarray of int, shape (n,), optional
+            Which images (default all).
+
+        Returns
+        -------
+        dict
+            ``objective``, ``adv_loss``, ``flow_loss``, ``success``, ``pred``,
+            ``x_adv`` (each per image) and ``grad`` (n, 2, H, W) when requested.
+        """
+        idx = np.arange(self.shape[0]) if idx is None else np.asarray(idx)
+        x = self.x[idx]
+        xa = warp(x, flow, self.warp_padding)
+        logits = _np(self.net(xa))
+        ladv, weights, success = self.margin_terms(logits, idx)
+        lf, gf = stadv_flow_loss(flow, self.flow_eps, self.neighborhood, self.flow_padding)
+        lf = _np(lf)
+        out = {
+            "objective": ladv + self.tau * lf,
+            "adv_loss": ladv,
+            "flow_loss": lf,
+            "success": success,
+            "pred": logits.argmax(axis=1),
+            "x_adv": _np(xa),
+        }
+        if need_grad:
+            gx = self.net.input_gradient(xa, weights)
+            gx = gx.reshape(x.shape)
+            g = _np(warp_vjp_flow(x, flow, gx, self.warp_padding)) + self.tau * _np(gf)
+            out["grad"] = g
+        return out
+
+
+def stadv_objective(net, x, y, flow, tau, **options):
+    """Value and gradient of the stAdv objective ``L_adv + tau * L_flow`` at ``flow``.
+
+    Parameters
+    ----------
+    net, x, y, tau
+        As in :func:`stadv_attack`.
+    flow : array_like, shape (N, 2, H, W)
+    **options
+        ``target``, ``kappa``, ``neighborhood``, ``flow_padding``,
+        ``warp_padding``, ``flow_eps`` (see :class:`StadvObjective`).
+
+    Returns
+    -------
+    values : ndarray, shape (N,)
+    grad : ndarray, shape (N, 2, H, W)
+    """
+    obj = StadvObjective(net, x, y, tau, **options)
+    flow = as_float_array("flow", flow, ndim=4, dtype=np.float64)
+    if flow.shape != obj.shape:
+        raise ValueError(f"flow must have shape {obj.shape}, got {flow.shape}")
+    out = obj(flow)
+    return out["objective"], out["grad"]
+
+
+# ---------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------
+@dataclass
+class StadvResult:
+    """Result of :func:`stadv_attack` (one entry per image).
+
+    Attributes
+    ----------
+    x_adv : ndarray, shape (N, H, W)
+        Adversarial (warped) images ``g(flow; x)``.
+    flow : ndarray, shape (N, 2, H, W)
+        The flows (``flow[:, 0] = du``, ``flow[:, 1] = dv``).
+    success : ndarray of bool, shape (N,)
+        Prediction on ``x_adv`` differs from ``y`` (untargeted) / equals the target.
+    pred : ndarray of int, shape (N,)
+        Prediction on ``x_adv``.
+    objective, adv_loss, flow_loss : ndarray, shape (N,)
+        ``L_adv + tau L_flow``, ``L_adv`` and ``L_flow`` at the returned flow.
+    l_diff : ndarray, shape (N,)
+        Eq. (2) quadratic smoothness :func:`stadv_ref.flow_tv` of each flow.
+    flow_norm : ndarray, shape (N,)
+        Budget norm ``||M r||`` of Eq. (3) (:func:`stadv_ref.smoothness_norm`).
+    n_iter, n_eval : ndarray of int, shape (N,)
+        Optimiser iterations and objective evaluations per image.
+    tau : float
+    method : str
+    options : dict
+    """
+
+    x_adv: np.ndarray
+    flow: np.ndarray
+    success: np.ndarray
+    pred: np.ndarray
+    objective: np.ndarray
+    adv_loss: np.ndarray
+    flow_loss: np.ndarray
+    l_diff: np.ndarray
+    flow_norm: np.ndarray
+    n_iter: np.ndarray
+    n_eval: np.ndarray
+    tau: float
+    method: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def success_rate(self):
+        """Fraction of successful images."""
+        return float(np.mean(self.success))
+
+
+class _Best:
+    """Per-image best evaluated point: successful with the lowest objective, else the latest."""
+
+    def __init__(self, n, shape):
+        self.flow = np.zeros((n,) + shape)
+        self.obj = np.full(n, np.inf)
+        self.ok = np.zeros(n, dtype=bool)
+
+    def update(self, idx, flow, out):
+        obj, ok = out["objective"], out["success"]
+        better = (ok & (~self.ok[idx] | (obj < self.obj[idx])))
+        better |= ~ok & ~self.ok[idx]  # nothing successful yet: keep the latest point
+        j = idx[better]
+        self.flow[j] = flow[better]
+        self.obj[j] = obj[better]
+        self.ok[j] = ok[better]
+
+
+# ---------------------------------------------------------------------------
+# Optimisers
+# ---------------------------------------------------------------------------
+def _reference_lbfgsb(obj, max_iter, memory, progress):
+    """Per-image ``scipy.optimize.minimize(method="L-BFGS-B")`` (the stAdv reference)."""
+    from scipy.optimize import minimize
+    from tqdm.auto import tqdm
+
+    N, _, H, W = obj.shape
+    best = _Best(N, (2, H, W))
+    n_iter = np.zeros(N, dtype=np.int64)
+    n_eval = np.zeros(N, dtype=np.int64)
+    for i in tqdm(range(N), desc="stAdv L-BFGS-B", disable=not progress, leave=False):
+        idx = np.array([i])
+
+        def fun(z):
+            f = z.reshape(1, 2, H, W)
+            out = obj(f, idx)
+            best.update(idx, f, out)
+            return float(out["objective"][0]), out["grad"].reshape(-1)
+
+        res = minimize(fun, np.zeros(2 * H * W), jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter, "maxcor": memory})
+        n_iter[i], n_eval[i] = res.nit, res.nfev
+    return best.flow, n_iter, n_eval
+
+
+def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_ls=20, c1=1e-4):
+    """Per-example L-BFGS (two-loop recursion) run on the whole batch at once.
+
+    Every image has its own curvature pairs, step and stopping test; the
+    objective and gradient of all images still running are evaluated in one
+    vectorised call per line-search trial. Stopping rules as scipy's L-BFGS-B:
+    ``max |g| <= gtol`` or relative decrease ``<= ftol``.
+    """
+    from tqdm.auto import tqdm
+
+    N, _, H, W = obj.shape
+    D = 2 * H * W
+    best = _Best(N, (2, H, W))
+    x = np.zeros((N, D))
+    idx_all = np.arange(N)
+    out = obj(x.reshape(obj.shape), idx_all)
+    best.update(idx_all, x.reshape(obj.shape), out)
+    f = out["objective"].copy()
+    g = out["grad"].reshape(N, D)
+    S = np.zeros((memory, N, D))
+    Y = np.zeros((memory, N, D))
+    rho = np.zeros((memory, N))
+    n_pairs = np.zeros(N, dtype=np.int64)  # pairs stored per example (ring position = n_pairs % memory)
+    active = np.abs(g).max(axis=1) > gtol
+    n_iter = np.zeros(N, dtype=np.int64)
+    n_eval = np.ones(N, dtype=np.int64)
+    bar = tqdm(range(max_iter), desc="stAdv batched L-BFGS", disable=not progress, leave=False)
+    for _ in bar:
+        a_idx = np.flatnonzero(active)
+        if a_idx.size == 0:
+            break
+        ga = g[a_idx]
+        # two-loop recursion, newest pair first
+        q = ga.copy()
+        alphas = np.zeros((memory, a_idx.size))
+        npair = n_pairs[a_idx]
+        order = []
+        for back in range(memory):
+            slot = (npair - 1 - back) % memory
+            valid = back < np.minimum(npair, memory)
+            order.append((slot, valid))
+            s_k = S[slot, a_idx]
+            y_k = Y[slot, a_idx]
+            r_k = np.where(valid, rho[slot, a_idx], 0.0)
+            a_k = r_k * np.einsum("nd,nd->n", s_k, q)
+            alphas[back] = a_k
+            q -= a_k[:, None] * y_k
+        has = npair > 0
+        last = (npair - 1) % memory
+        s_l, y_l = S[last, a_idx], Y[last, a_idx]
+        yy = np.einsum("nd,nd->n", y_l, y_l)
+        gamma = np.where(has, np.einsum("nd,nd->n", s_l, y_l) / np.where(yy > 0, yy, 1.0), 1.0)
+        r = gamma[:, None] * q
+        for back in range(memory - 1, -1, -1):
+            slot, valid = order[back]
+            y_k = Y[slot, a_idx]
+            r_k = np.where(valid, rho[slot, a_idx], 0.0)
+            b_k = r_k * np.einsum("nd,nd->n", y_k, r)
+            r += S[slot, a_idx] * (alphas[back] - b_k)[:, None]
+        d = -r
+        gd = np.einsum("nd,nd->n", ga, d)
+        bad = ~(gd < 0)
+        if bad.any():  # not a descent direction: restart from steepest descent
+            d[bad] = -ga[bad]
+            gd[bad] = -np.einsum("nd,nd->n", ga[bad], ga[bad])
+            n_pairs[a_idx[bad]] = 0
+        # first step without curvature information: scipy's 1/||g|| scaling
+        step = np.where(n_pairs[a_idx] > 0, 1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-12))
+        # backtracking Armijo line search, per example
+        f0 = f[a_idx]
+        accepted = np.zeros(a_idx.size, dtype=bool)
+        new_f = f0.copy()
+        new_g = ga.copy()
+        pending = np.arange(a_idx.size)
+        for _ls in range(max_ls):
+            if pending.size == 0:
+                break
+            ii = a_idx[pending]
+            xt = x[ii] + step[pending, None] * d[pending]
+            o = obj(xt.reshape((-1, 2, H, W)), ii)
+            n_eval[ii] += 1
+            best.update(ii, xt.reshape((-1, 2, H, W)), o)
+            ok = o["objective"] <= f0[pending] + c1 * step[pending] * gd[pending]
+            acc = pending[ok]
+            accepted[acc] = True
+            new_f[acc] = o["objective"][ok]
+            new_g[acc] = o["grad"].reshape(-1, D)[ok]
+            pending = pending[~ok]
+            step[pending] *= 0.5
+        # update accepted examples
+        acc = np.flatnonzero(accepted)
+        ia = a_idx[acc]
+        s_new = step[acc, None] * d[acc]
+        y_new = new_g[acc] - ga[acc]
+        sy = np.einsum("nd,nd->n", s_new, y_new)
+        keep = sy > 1e-10 * np.einsum("nd,nd->n", y_new, y_new)
+        slot = n_pairs[ia] % memory
+        S[slot[keep], ia[keep]] = s_new[keep]
+        Y[slot[keep], ia[keep]] = y_new[keep]
+        rho[slot[keep], ia[keep]] = 1.0 / sy[keep]
+        n_pairs[ia[keep]] += 1
+        x[ia] += s_new
+        fold = f[ia].copy()
+        f[ia] = new_f[acc]
+        g[ia] = new_g[acc]
+        n_iter[ia] += 1
+        # stopping tests (scipy L-BFGS-B: pgtol and factr * eps)
+        rel = (fold - f[ia]) / np.maximum(np.maximum(np.abs(fold), np.abs(f[ia])), 1.0)
+        done = (rel <= ftol) | (np.abs(g[ia]).max(axis=1) <= gtol)
+        active[ia[done]] = False
+        active[a_idx[~accepted]] = False  # line search failed
+        if progress:
+            bar.set_postfix(running=int(active.sum()), success=f"{best.ok.mean():.3f}")
+    return best.flow, n_iter, n_eval
+
+
+# ---------------------------------------------------------------------------
+# Public entry
+# ---------------------------------------------------------------------------
+def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", max_iter=200, memory=10,
+                 batch_size=500, neighborhood="4", flow_padding="zeros", warp_padding="zeros",
+                 flow_eps=1e-8, progress=True):
+    """stAdv attack (Xiao et al. 2018): minimise ``L_adv + tau * L_flow`` over an untied flow.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        Multi-class network.
+    x : array_like, shape (N, H, W)
+        Images in ``[0, 1]``.
+    y : array_like of int, shape (N,)
+        True labels.
+    tau : float
+        Weight of the flow loss (``0.05`` in stAdv; Figure 6 uses ``[0, 0.1]``).
+    target : array_like of int, shape (N,), optional
+        Target classes for a targeted attack.
+    kappa : float
+        CW confidence (``L_adv`` is clipped below at ``-kappa``).
+    method : {"batched", "lbfgs-b"}
+        ``"batched"``: one vectorised objective and a per-example L-BFGS for all
+        images of a chunk; ``"lbfgs-b"``: the reference, ``scipy.optimize.minimize
+        (method="L-BFGS-B")`` image by image.
+    max_iter : int
+        L-BFGS iterations per image (both methods).
+    memory : int
+        L-BFGS memory (scipy's ``maxcor``).
+    batch_size : int
+        Chunk size of the batched method (bounds memory: ``2 memory batch_size 2HW`` floats).
+    neighborhood : {"4", "diagonal", "8"}
+    flow_padding : {"zeros", "symmetric"}
+    warp_padding : {"zeros", "border"}
+        See the module docstring; ``**STADV_CODE_OPTIONS`` gives the public stAdv
+        code's choices.
+    flow_eps : float
+        The ``1e-8`` under each square root of ``L_flow``.
+    progress : bool
+        tqdm progress bar.
+
+    Returns
+    -------
+    StadvResult
+
+    Examples
+    --------
+    >>> res = stadv_attack(net, X[:100], y[:100], tau=0.05)   # doctest: +SKIP
+    >>> res.success_rate, res.l_diff.mean()                   # doctest: +SKIP
+    """
+    opts = dict(target=target, kappa=kappa, neighborhood=neighborhood, flow_padding=flow_padding,
+                warp_padding=warp_padding, flow_eps=flow_eps)
+    obj = StadvObjective(net, x, y, tau, **opts)
+    check_choice("method", method, METHODS)
+    max_iter = check_positive_int("max_iter", max_iter)
+    memory = check_positive_int("memory", memory)
+    batch_size = check_positive_int("batch_size", batch_size)
+    N, _, H, W = obj.shape
+    if method == "lbfgs-b":
+        flow, n_iter, n_eval = _reference_lbfgsb(obj, max_iter, memory, progress)
+    else:
+        flow = np.zeros(obj.shape)
+        n_iter = np.zeros(N, dtype=np.int64)
+        n_eval = np.zeros(N, dtype=np.int64)
+        chunks = range(0, N, batch_size)
+        for start in chunks:
+            sl = slice(start, min(start + batch_size, N))
+            sub = StadvObjective(net, obj.x[sl], obj.y[sl], tau,
+                                 **{**opts, "target": None if obj.target is None else obj.target[sl]})
+            flow[sl], n_iter[sl], n_eval[sl] = _batched_lbfgs(sub, max_iter, memory, progress)
+    final = obj(flow, need_grad=False)
+    return StadvResult(
+        x_adv=final["x_adv"].reshape(N, H, W),
+        flow=flow,
+        success=final["success"],
+        pred=final["pred"],
+        objective=final["objective"],
+        adv_loss=final["adv_loss"],
+        flow_loss=final["flow_loss"],
+        l_diff=_np(flow_tv(flow)),
+        flow_norm=_np(smoothness_norm(flow)),
+        n_iter=n_iter,
+        n_eval=n_eval,
+        tau=obj.tau,
+        method=method,
+        options={k: v for k, v in opts.items() if k != "target"} | {"max_iter": max_iter, "memory": memory,
+                                                                      "targeted": target is not None},
+    )
