@@ -14,7 +14,8 @@ once per pixel. Every kernel uses a grid-stride loop, so any launch
 configuration is correct. Integer arguments are ``long long`` (pass
 ``numpy.int64``). ``border`` is 0 (zero padding, the paper) or 1 (coordinates
 clipped to the image, the public stAdv code; derivative 0 w.r.t. a clipped
-coordinate). At integer sampling coordinates the derivatives are the right
+coordinate, and, by the right-derivative convention, w.r.t. a coordinate
+exactly on the last row/column). At integer sampling coordinates the derivatives are the right
 derivatives (forward differences), as in the reference.
 
 Kernels (templates over ``T in {float, double}``, retrieved with the name
@@ -83,14 +84,11 @@ __device__ __forceinline__ void stadv_sample(T du, T dv, stadv_ll h, stadv_ll w,
     s.dcol_ok = (T)1;
     s.drow_ok = (T)1;
     if (border) {
-        if (!(col >= (T)0 && col <= cmax)) {
-            s.dcol_ok = (T)0;
-            col = col < (T)0 ? (T)0 : cmax;
-        }
-        if (!(row >= (T)0 && row <= rmax)) {
-            s.drow_ok = (T)0;
-            row = row < (T)0 ? (T)0 : rmax;
-        }
+        // right derivative: 0 from the last row/column on (a step right is clipped)
+        if (!(col >= (T)0 && col < cmax)) s.dcol_ok = (T)0;
+        if (!(row >= (T)0 && row < rmax)) s.drow_ok = (T)0;
+        col = col < (T)0 ? (T)0 : (col > cmax ? cmax : col);
+        row = row < (T)0 ? (T)0 : (row > rmax ? rmax : row);
     }
     const T c0f = stadv_floor(col);
     const T r0f = stadv_floor(row);
