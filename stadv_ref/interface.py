@@ -105,10 +105,36 @@ class Backend(Protocol):
 
     # -- Section 4.1 SDP ---------------------------------------------------------
     def sdp_mixing(self, A, S, T, max_iter, tol):
-        """Mixing-method block ascent for ``max 2 tr(S^T A T)`` over unit rows (see :mod:`stadv_ref.sdp`).
+        """Block mixing-method ascent for the bipartite SDP of Section 4.1 (see :mod:`stadv_ref.sdp`).
 
-        ``A (m,d)``, ``S (m,k)``, ``T (d,k)``. Returns ``(S, T, n_iter)``.
+        Maximises ``2 tr(S^T A T)`` (``= tr(P V V^T)`` with ``P = [[0, A], [A^T, 0]]``,
+        ``V = [S; T]``) over matrices with unit-norm rows (Burer-Monteiro factor of
+        ``Z = V V^T``, ``diag(Z) = 1``). One iteration is, exactly in this order::
+
+            S <- rownormalize(A @ T)      # all s-rows at once (exact block maximiser)
+            T <- rownormalize(A.T @ S)    # all t-rows at once
+
+        where ``rownormalize`` divides each row by its Euclidean norm and a row whose
+        norm is exactly 0 keeps its previous value. After iteration ``k`` let
+        ``phi_k = sum_j ||(A.T @ S)_j||_2`` (the row norms of the T update, i.e.
+        ``tr(S^T A T)`` for the new ``T``; ``phi`` never decreases in exact arithmetic).
+        Convergence criterion: stop after iteration ``k >= 2`` when
+        ``phi_k - phi_{k-1} <= tol * |phi_k|``, or when ``k == max_iter``.
+
+        Parameters: ``A (m, d)``, ``S (m, k)``, ``T (d, k)`` of one float dtype
+        (unit rows expected; ``T`` is used first), ``max_iter >= 1`` (int),
+        ``tol >= 0`` (float). Inputs are not modified.
+        Returns ``(S, T, n_iter)``: the new factors (same dtype) and ``n_iter = k``.
         """
 
     def lambda_max_upper(self, S):
-        """An upper bound on the largest eigenvalue of the dense symmetric ``S`` (float)."""
+        """Guaranteed upper bound on the largest eigenvalue of the dense symmetric ``S (n, n)``.
+
+        Returns a Python float ``u`` with ``lambda_max(S) <= u`` in exact arithmetic
+        despite rounding, and ``u - lambda_max(S) <= 1e-8 * max(1, ||S||_F)`` (for
+        ``n <= 4096``). Reference: top eigenvalue by dense LAPACK (``eigh``), then a
+        proof by a floating-point Cholesky factorisation of ``u I - S`` with Rump's
+        (2006) margin, enlarging ``u`` until it succeeds. An iterative eigensolver
+        alone is never enough (it can return a value below ``lambda_max``).
+        Raises ``ValueError`` if ``S`` is not finite.
+        """
