@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_float_array, check_choice, check_positive_int
+from .backend import get_backend
 from .network import OneHiddenLayerNet, relu_derivative
 from .transform import PADDINGS, warp, warp_vjp_flow
 
@@ -124,11 +125,13 @@ def adv_loss_path_integral(net, x, flow, n=64, *, classes=None, padding="zeros")
     n = check_positive_int("n", n)
     f = binary_view(net, classes)
     x, flow = _images_and_flow(f, x, flow)
-    total = np.zeros(x.shape[0])
+    be = get_backend()
+    x, flow = be.asarray(x), be.asarray(flow)  # the gradients come back as backend arrays
+    total = 0.0
     for i in range(1, n + 1):
         z = (2 * i - 1) / (2 * n)
         g = flow_gradient(f, x, z * flow, padding=padding)
-        total += (g * flow).sum(axis=(1, 2, 3))
+        total = total + (g * flow).sum(axis=(1, 2, 3))
     return total / n
 
 
@@ -177,6 +180,8 @@ def adv_loss_first_order(net, x, flow, *, classes=None, padding="zeros"):
     f = binary_view(net, classes)
     check_choice("padding", padding, PADDINGS)
     x, flow = _images_and_flow(f, x, flow)
+    be = get_backend()
+    x, flow = be.asarray(x), be.asarray(flow)  # input_gradient returns backend arrays
     gx = f.input_gradient(x).reshape(x.shape)
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="constant" if padding == "zeros" else "edge")
     centre = xp[:, 1:-1, 1:-1]

@@ -134,10 +134,12 @@ def smoothness_norm(flow, *, backend=None):
         ``sqrt(r^T L r)`` for tied flows, ``sqrt(du^T L du + dv^T L dv)`` for untied.
     """
     flow = as_float_array("flow", flow, ndim=(3, 4))
+    be = get_backend(backend)
+    flow = be.asarray(flow)  # NumPy input times a GPU result would not mix
     Lf = m_power(flow, 2, backend=backend)
     axes = tuple(range(1, flow.ndim))
     q = (flow * Lf).sum(axis=axes)
-    return get_backend(backend).xp.sqrt(q.clip(0, None))
+    return be.xp.sqrt(q.clip(0, None))
 
 
 def dense_smoothness_power(H, W, p):
