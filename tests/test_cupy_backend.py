@@ -252,17 +252,7 @@ def test_emulated_backend_implements_interface(emu_backend):
 @pytest.mark.parametrize("name", _CROSSCHECK_NAMES or ["none"])
 def test_emulated_backend_passes_crosscheck(emu_backend, name):
     """The generic Hypothesis cross-checks, run on the whole cupy backend with emulated kernels."""
-    if name in ("test_sdp_mixing", "test_lambda_max_upper") and not _sdp_implemented():
-        pytest.skip("SDP kernels not implemented in the cupy backend yet")
     getattr(_CROSSCHECK, name)(backend=emu_backend)
-
-
-def _sdp_implemented():
-    try:
-        sdp_ops.lambda_max_upper(np, np.eye(2))
-        return True
-    except NotImplementedError:
-        return False
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -418,6 +408,79 @@ def test_ops_network_matches_reference(K):
         network.net_input_grad_reference(W, b, V, X, weights),
         rtol=1e-12,
     )
+
+
+# ---------------------------------------------------------------------------
+# Section 4.1 SDP kernels of stadv_cupy._sdp, run with NumPy
+# ---------------------------------------------------------------------------
+def _unit_rows(rng, n, k, dtype=np.float64):
+    X = rng.standard_normal((n, k))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(dtype)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+@pytest.mark.parametrize("tol", [0.0, 1e-3, 1e-6])
+def test_sdp_mixing_same_iterates_and_stop_as_reference(chunk, tol):
+    """Chunked stopping rule: the same ``n_iter`` and iterate as the reference, for any chunk size."""
+    from stadv_ref.sdp import sdp_mixing_reference
+
+    rng = np.random.default_rng(14)
+    A = rng.standard_normal((7, 11))
+    A[2] = 0.0  # a zero row of A T: that row of S keeps its previous value
+    S0, T0 = _unit_rows(rng, 7, 4), _unit_rows(rng, 11, 4)
+    S0c, T0c = S0.copy(), T0.copy()
+    for max_iter in (1, 2, 5, 40):
+        S, T, it = sdp_ops.sdp_mixing(np, A, S0, T0, max_iter, tol, chunk=chunk)
+        Sr, Tr, itr = sdp_mixing_reference(A, S0, T0, max_iter, tol)
+        assert it == itr
+        np.testing.assert_allclose(S, Sr, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(T, Tr, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(S0, S0c)  # inputs untouched
+    np.testing.assert_array_equal(T0, T0c)
+    S, T, it = sdp_ops.sdp_mixing(np, A, S0, T0, 0, tol)
+    assert it == 0 and S is not S0 and np.array_equal(S, S0)
+
+
+def test_sdp_mixing_float32_stays_float32():
+    rng = np.random.default_rng(15)
+    A = rng.standard_normal((5, 6)).astype(np.float32)
+    S, T, _ = sdp_ops.sdp_mixing(np, A, _unit_rows(rng, 5, 3, np.float32), _unit_rows(rng, 6, 3, np.float32), 5, 0.0)
+    assert S.dtype == np.float32 and T.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(T, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 30, 120])
+def test_lambda_max_upper_is_a_tight_upper_bound(n):
+    from stadv_ref.sdp import lambda_max_upper_reference
+
+    rng = np.random.default_rng(16 + n)
+    B = rng.standard_normal((n, n))
+    for S in (B + B.T, -(B @ B.T), np.zeros((n, n)), np.eye(n) * 3.0):
+        lam = float(np.linalg.eigvalsh(S)[-1])
+        u = sdp_ops.lambda_max_upper(np, S)
+        assert isinstance(u, float)
+        assert u >= lam
+        assert u - lam <= 1e-8 * max(1.0, float(np.linalg.norm(S)))
+        assert abs(u - lambda_max_upper_reference(S)) <= 1e-8 * max(1.0, float(np.linalg.norm(S)))
+
+
+@pytest.mark.parametrize("certificate", ["auto", "eigvalsh"])
+def test_solve_sdp_on_emulated_backend_matches_numpy(emu_backend, certificate):
+    """The public solver driven by the cupy backend's SDP kernels gives the reference's certified value."""
+    rng = np.random.default_rng(18)
+    A = rng.standard_normal((6, 9))
+    ref = stadv_ref.solve_sdp(A, method="mixing", certificate=certificate, max_iter=300, backend="numpy")
+    got = stadv_ref.solve_sdp(A, method="mixing", certificate=certificate, max_iter=300, backend=emu_backend)
+    assert got.certified and got.n_iter == ref.n_iter
+    assert abs(got.value - ref.value) <= 1e-9 * abs(ref.value)
+    assert got.value >= got.primal - 1e-9 * abs(got.primal)
+
+
+def test_lambda_max_upper_rejects_bad_input():
+    with pytest.raises(ValueError, match="square"):
+        sdp_ops.lambda_max_upper(np, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        sdp_ops.lambda_max_upper(np, np.array([[np.nan]]))
 
 
 # ---------------------------------------------------------------------------
@@ -622,3 +685,39 @@ def test_gpu_adjoint_and_fused_vjp(padding):
     np.testing.assert_allclose(
         cupy.asnumpy(gflow), cupy.asnumpy(be.warp_vjp_flow(x, flow, g, padding)), rtol=1e-12, atol=1e-12
     )
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_gpu_sdp_kernels():
+    """``sdp_mixing`` equals the reference (same n_iter) and ``lambda_max_upper`` is a valid, tight bound."""
+    cupy = _cupy()
+    from stadv_ref.sdp import lambda_max_upper_reference, sdp_mixing_reference
+
+    rng = np.random.default_rng(17)
+    A = rng.standard_normal((20, 49))
+    S0, T0 = _unit_rows(rng, 20, 11), _unit_rows(rng, 49, 11)
+    for tol in (0.0, 1e-4):
+        S, T, it = GPU_BE.sdp_mixing(cupy.asarray(A), cupy.asarray(S0), cupy.asarray(T0), 37, tol)
+        Sr, Tr, itr = sdp_mixing_reference(A, S0, T0, 37, tol)
+        assert isinstance(S, cupy.ndarray) and isinstance(T, cupy.ndarray)
+        assert it == itr
+        np.testing.assert_allclose(cupy.asnumpy(S), Sr, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(cupy.asnumpy(T), Tr, rtol=1e-9, atol=1e-9)
+    P = np.block([[np.zeros((20, 20)), A], [A.T, np.zeros((49, 49))]]) - np.diag(rng.uniform(0, 3, 69))
+    lam = float(np.linalg.eigvalsh(P)[-1])
+    u = GPU_BE.lambda_max_upper(cupy.asarray(P))
+    assert isinstance(u, float) and u >= lam
+    assert u - lam <= 1e-8 * max(1.0, float(np.linalg.norm(P)))
+    assert abs(u - lambda_max_upper_reference(P)) <= 1e-8 * max(1.0, float(np.linalg.norm(P)))
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_gpu_solve_sdp_matches_numpy():
+    rng = np.random.default_rng(19)
+    A = rng.standard_normal((30, 64))
+    ref = stadv_ref.solve_sdp(A, method="mixing", certificate="eigvalsh", max_iter=500, backend="numpy")
+    got = stadv_ref.solve_sdp(A, method="mixing", certificate="eigvalsh", max_iter=500, backend="cupy")
+    assert got.certified
+    assert abs(got.value - ref.value) <= 1e-7 * abs(ref.value)
