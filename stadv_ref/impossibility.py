@@ -155,10 +155,10 @@ def _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts,
 
 
 def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed,
-            algorithm, store_iterates, progress, notes, method, tied_sub):
+            algorithm, store_iterates, record_estimates, progress, notes, method, tied_sub):
     """Shared driver: Theorem pair, optional tied warm start, Algorithm loop, restarts."""
     tied = flow == "tied"
-    rec = Recorder(obj, eps, n, tied, jacobian, store_iterates)
+    rec = Recorder(obj, eps, n, tied, jacobian, store_iterates, record_estimates)
     obj.select(x_init)  # r = 0: the adversarial input is x itself
     flow2, theorem_value = theorem_flow(obj, x_init, eps, tied)
     theorem_exact = rec.record(x_init, flow2, "init", 0, None, None)
@@ -206,7 +206,7 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
     if cycles:
         nx = sum(c["kind"] == "x" for c in cycles)
         notes.append(f"[E10] {nx} x-update cycle(s) and {len(cycles) - nx} repeated whole state(s) detected")
-    h = rec.history[best_step]
+    h = rec.fill_best()
     f_best = bflow2[0] if tied else bflow2
     return LowerBoundResult(
         x=bx, flow=f_best.copy(), eps=eps, exact_loss=best_exact, linearized_loss=h["linearized_loss"],
@@ -221,7 +221,7 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
 
 def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", jacobian="correct", n=16,
                        max_iter=30, max_x_iter=20, tol=1e-9, n_restarts=0, seed=0, algorithm=True,
-                       untied_init="tied", store_iterates=True, progress=None):
+                       untied_init="tied", store_iterates=True, record_estimates=True, progress=None):
     """Theorem 1 and Algorithm 1: a certified lower bound on ``sup l_adv`` for a one-hidden-layer net.
 
     Maximises ``l_adv(x, r) = f(g(r; x)) - f(x)`` over ``||x||_inf <= 1``, ``||M r|| <= eps``
@@ -268,6 +268,9 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
         flows are feasible untied flows), or from the Theorem pair alone.
     store_iterates : bool
         Keep every iterate's ``x`` and flow in ``history``.
+    record_estimates : bool
+        Compute the midpoint and linearised estimates at every recorded step (False: only
+        at the initial pairs and the returned pair; ``None`` in the other history entries).
     progress : bool, optional
         tqdm progress bar (``None``: only on a terminal).
 
@@ -334,7 +337,7 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
         notes.append(f"multi-class (6.6): CW margin kappa = 0, true class y = {int(y)}, runner-up pair per step [E14]")
     kw = dict(y=y, classes=classes, x0=x0, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter,
               tol=tol, n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=False,
-              progress=progress)
+              record_estimates=record_estimates, progress=progress)
     tied_sub = None
     if flow == "untied" and untied_init == "tied":
         def tied_sub(e):
@@ -342,13 +345,15 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
     return _attack(
         obj, x_init, eps, flow=flow, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter,
         tol=tol, n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=store_iterates,
-        progress=progress, notes=notes, method="algorithm1" if algorithm else "theorem1", tied_sub=tied_sub,
+        record_estimates=record_estimates, progress=progress, notes=notes,
+        method="algorithm1" if algorithm else "theorem1", tied_sub=tied_sub,
     )
 
 
 def linear_lower_bound_attack(v, eps, image_shape=None, *, x0=None, flow="tied", jacobian="correct", n=16,
                               max_iter=30, max_x_iter=20, tol=1e-9, n_restarts=0, seed=0, algorithm=True,
-                              untied_init="tied", store_iterates=True, progress=None, eig_tol=0.0):
+                              untied_init="tied", store_iterates=True, record_estimates=True, progress=None,
+                              eig_tol=0.0):
     """Theorem 2 and Algorithm 2: a certified lower bound on ``sup l_adv`` for ``f(x) = v^T x``.
 
     Initialisation (Theorem 2): ``v*`` the top eigenvector of ``diag(v) M^-2 diag(v)``
@@ -366,7 +371,7 @@ def linear_lower_bound_attack(v, eps, image_shape=None, *, x0=None, flow="tied",
     image_shape : tuple (H, W), optional
         Needed for a flat ``v`` of non-square length.
     x0, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, algorithm, untied_init,
-    store_iterates, progress
+    store_iterates, record_estimates, progress
         As in :func:`lower_bound_attack`.
     eig_tol : float
         ``eigsh`` tolerance (0: machine precision).
@@ -389,12 +394,13 @@ def linear_lower_bound_attack(v, eps, image_shape=None, *, x0=None, flow="tied",
     if flow == "untied" and untied_init == "tied":
         kw = dict(x0=x0, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter, tol=tol,
                   n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=False,
-                  progress=progress, eig_tol=eig_tol)
+                  record_estimates=record_estimates, progress=progress, eig_tol=eig_tol)
 
         def tied_sub(e):
             return linear_lower_bound_attack(v_img, e, flow="tied", **kw)
     return _attack(
         obj, x_init, eps, flow=flow, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter,
         tol=tol, n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=store_iterates,
-        progress=progress, notes=notes, method="algorithm2" if algorithm else "theorem2", tied_sub=tied_sub,
+        record_estimates=record_estimates, progress=progress, notes=notes,
+        method="algorithm2" if algorithm else "theorem2", tied_sub=tied_sub,
     )

@@ -437,18 +437,35 @@ def theorem_flow(obj, x, eps, tied):
 class Recorder:
     """Evaluates iterates, keeps the history and the best pair by exact loss."""
 
-    def __init__(self, obj, eps, n, tied, jacobian, store_iterates):
+    def __init__(self, obj, eps, n, tied, jacobian, store_iterates, estimates=True):
         self.obj, self.eps, self.n, self.tied, self.jacobian = obj, eps, n, tied, jacobian
         self.store = store_iterates
+        self.estimates = estimates
         self.history = []
         self.best = None  # (exact, step, x, flow2, classes)
+
+    def estimate(self, x, flow2):
+        """``(midpoint, linearised)`` estimates at a pair (pair chosen at its adversarial input)."""
+        obj = self.obj
+        obj.select(_np(warp(x[None], flow2[None]))[0])
+        _, _, mid = probe(obj, x, flow2, self.n, self.tied, self.jacobian, want_alpha=False)
+        return mid, linearized(obj, x, flow2, self.tied)
+
+    def fill_best(self):
+        """Compute the estimates of the best entry if they were skipped (``estimates=False``)."""
+        _, step, x, flow2, _ = self.best
+        h = self.history[step]
+        if h["midpoint_loss"] is None:
+            h["midpoint_loss"], h["linearized_loss"] = self.estimate(x, flow2)
+            h["step_pair"] = None if self.obj.pair is None else list(self.obj.pair)
+        return h
 
     def record(self, x, flow2, kind, restart, outer, inner):
         obj = self.obj
         exact, classes = obj.exact(x, flow2)
-        obj.select(_np(warp(x[None], flow2[None]))[0])
-        _, _, mid = probe(obj, x, flow2, self.n, self.tied, self.jacobian, want_alpha=False)
-        lin = linearized(obj, x, flow2, self.tied)
+        mid = lin = None
+        if self.estimates or kind == "init":
+            mid, lin = self.estimate(x, flow2)
         f = flow2[0] if self.tied else flow2
         entry = {
             "step": len(self.history),

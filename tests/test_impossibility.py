@@ -8,6 +8,7 @@ import pytest
 
 import stadv_ref
 from stadv_ref import impossibility_core as core
+from stadv_ref.impossibility import theorem1_input
 from stadv_ref.adversarial_loss import adv_loss_exact, adv_loss_linearized, adv_loss_path_integral
 from stadv_ref.operators import dense_smoothness_power, smoothness_norm
 
@@ -146,7 +147,7 @@ def test_theorem1_pair_and_value():
 
 def test_theorem1_submatrix_when_m_ge_d():
     net = _net(6, 12, 3)
-    x, notes = stadv_ref.impossibility.theorem1_input(net)
+    x, notes = theorem1_input(net)
     assert "rank-d submatrix" in notes[0]
     assert np.abs(x).max() == pytest.approx(1.0)
     assert (net.W @ x.ravel() > 0).sum() >= 9  # the d rows of W_d are active
@@ -225,7 +226,7 @@ def test_multiclass_runner_up_pairs():
     assert res2.exact_loss == pytest.approx(ref, rel=1e-12, abs=1e-12)
     # default y: the class predicted at x*
     res3 = stadv_ref.lower_bound_attack(net, 1.0, max_iter=2)
-    x1, _ = stadv_ref.impossibility.theorem1_input(net)
+    x1, _ = theorem1_input(net)
     assert res3.y == int(net.predict(x1[None])[0])
 
 
