@@ -870,4 +870,7 @@ def test_gpu_solve_sdp_matches_numpy():
     ref = stadv_ref.solve_sdp(A, method="mixing", certificate="eigvalsh", max_iter=500, backend="numpy")
     got = stadv_ref.solve_sdp(A, method="mixing", certificate="eigvalsh", max_iter=500, backend="cupy")
     assert got.certified
-    assert abs(got.value - ref.value) <= 1e-7 * abs(ref.value)
+    # both are certified upper bounds: each must dominate the other's feasible primal value
+    assert got.value >= ref.primal * (1 - 1e-9) and ref.value >= got.primal * (1 - 1e-9)
+    # the stopping iteration may differ by rounding; both stop within the gap tolerance
+    assert abs(got.value - ref.value) <= 3e-5 * abs(ref.value)
