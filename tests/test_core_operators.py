@@ -18,7 +18,7 @@ from stadv_ref import (
 )
 from stadv_ref.operators import M_POWERS
 
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 BE = "numpy"
 seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 6)
@@ -44,7 +44,7 @@ def _explicit_power(H, W, p):
 
 
 @pytest.mark.parametrize("k", M_POWERS)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)
 @given(H=sizes, W=sizes)
 @example(H=1, W=1)
 @example(H=1, W=5)
@@ -57,7 +57,7 @@ def test_dense_power_matches_explicit_sqrtm_and_inverse(k, H, W):
 
 
 @pytest.mark.parametrize("k", M_POWERS)
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(seed=seeds, N=st.integers(1, 3), H=sizes, W=sizes, untied=st.booleans())
 @example(seed=0, N=1, H=1, W=6, untied=False)
 @example(seed=0, N=2, H=6, W=1, untied=True)

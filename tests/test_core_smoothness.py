@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from stadv_ref import (
 )
 from stadv_ref.smoothness import path_matrix
 
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 BE = "numpy"
 seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 8)
@@ -96,11 +97,15 @@ def test_L_symmetric_positive_definite(H, W):
 
 def test_smallest_eigenvalue_at_28x28():
     """[E3]: L is positive definite, lambda_min about 0.041 at 28x28."""
-    lam = np.linalg.eigvalsh(smoothness_matrix(28, 28).toarray())
-    assert lam[0] > 0
-    assert lam[0] == pytest.approx(0.041, abs=5e-4)
-    assert smoothness_operator(28, 28).lambda_min == pytest.approx(lam[0], rel=1e-9)
-    assert smoothness_operator(28, 28).lambda_max == pytest.approx(lam[-1], rel=1e-9)
+    L = smoothness_matrix(28, 28).tocsc()
+    lo = eigsh(L, k=1, sigma=0, which="LM", return_eigenvectors=False)[0]  # shift-invert: nearest 0
+    hi = eigsh(L, k=1, which="LA", return_eigenvectors=False)[0]
+    assert lo > 0
+    assert lo == pytest.approx(0.041, abs=5e-4)
+    assert smoothness_operator(28, 28).lambda_min == pytest.approx(lo, rel=1e-8)
+    assert smoothness_operator(28, 28).lambda_max == pytest.approx(hi, rel=1e-8)
+    # Kronecker sum on a square grid: lambda_min(L) = 2 lambda_min(A_28)
+    assert lo == pytest.approx(2 * np.linalg.eigvalsh(path_matrix(28))[0], rel=1e-8)
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +229,7 @@ def test_stadv_flow_loss_value_matches_double_loop(seed, N, H, W, neighborhood, 
 
 @pytest.mark.parametrize("neighborhood", NEIGHBORHOODS)
 @pytest.mark.parametrize("padding", FLOW_PADDINGS)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)
 @given(seed=seeds, N=st.integers(1, 2), H=st.integers(1, 6), W=st.integers(1, 6),
        eps=st.sampled_from([1e-8, 1e-2]))
 def test_stadv_flow_loss_gradient_matches_finite_differences(neighborhood, padding, seed, N, H, W, eps):

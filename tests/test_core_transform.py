@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import stadv_ref
 from stadv_ref import tied, tied_jacobian_diag, warp, warp_matrix, warp_vjp_flow, warp_vjp_x
 
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 PADDINGS = ("zeros", "border")
 BE = "numpy"
 
@@ -294,7 +294,7 @@ def test_border_padding_gradient_vanishes_where_clipped(seed, N, C, H, W, paddin
     """Far outside the image the border warp is constant in the flow; zero padding is 0 there."""
     rng = _rng(seed)
     x = rng.normal(size=(N, C, H, W))
-    flow = _fractional_flow(rng, N, H, W) + 2 * max(H, W) * rng.choice([-1, 1], size=(N, 2, 1, 1))
+    flow = _fractional_flow(rng, N, H, W) + (max(H, W) + 5) * rng.choice([-1, 1], size=(N, 2, 1, 1))
     vjp = warp_vjp_flow(x, flow, rng.normal(size=x.shape), padding, backend=BE)
     np.testing.assert_array_equal(vjp, 0.0)
 
