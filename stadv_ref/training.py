@@ -87,8 +87,9 @@ DEFAULTS = {
     "at_max_iter": 50,
     # sdp
     "sdp_weight": 0.05,
-    "sdp_pairs_per_step": 5,
-    "sdp_dual_lr": 0.01,
+    "sdp_pairs_per_step": 3,
+    "sdp_every": 2,
+    "sdp_dual_lr": 1e-3,
     "sdp_eps": 1.0,
 }
 
@@ -96,6 +97,8 @@ DEFAULTS = {
 DEFAULT_EPOCHS = {"nt": 20, "rand": 0, "fro": 20, "spe": 20, "stn": 20, "at": 12, "sdp": 20}
 QUICK_EPOCHS = {"nt": 4, "rand": 0, "fro": 4, "spe": 4, "stn": 4, "at": 3, "sdp": 4}
 QUICK_N_TRAIN = 5000
+#: Option overrides applied by ``load_or_train(quick=True)`` unless given explicitly.
+QUICK_OPTIONS = {"at": {"at_pool_size": 1000}}
 
 _LOSS_OF = {"nt": "ce", "rand": "ce", "fro": "hinge", "spe": "hinge", "stn": "hinge", "at": "ce", "sdp": "hinge"}
 
@@ -195,7 +198,7 @@ def class_pairs(K):
     return [(i, j) for i in range(K) for j in range(i + 1, K)]
 
 
-def _sdp_dual(Wl, dv, c, u0=None):
+def _sdp_dual(Wl, dv, c, u0=None, tol=1e-6):
     """Dual bound for ``A = diag(dv) Wl`` (``Wl = W diag(lambda)``) and its gradients.
 
     ``bound = n max(0, lambda_max(P - diag(c))) + sum(max(c, 0))``,
@@ -215,7 +218,7 @@ def _sdp_dual(Wl, dv, c, u0=None):
 
     op = LinearOperator((n, n), matvec=mv, dtype=np.float64)
     try:
-        vals, vecs = eigsh(op, k=1, which="LA", v0=u0, tol=1e-10, ncv=min(n, 24), maxiter=5000)
+        vals, vecs = eigsh(op, k=1, which="LA", v0=u0, tol=tol, maxiter=5000)
         lam, u = float(vals[0]), vecs[:, 0]
     except Exception:  # pragma: no cover - ARPACK failure: dense fallback
         P = np.zeros((n, n))
@@ -243,7 +246,8 @@ def sdp_pair_bounds(net, c=None, eps=1.0, pairs=None):
         Multi-class network.
     c : ndarray, shape (n_pairs, m + d), optional
         Dual variables (e.g. those stored by the ``sdp`` variant); default the
-        Gershgorin choice ``c_i = sum_j |P_ij|`` (so ``lambda_max <= 0``).
+        spectral choice ``c = ||A||_2 (sqrt(d/m) 1_m, sqrt(m/d) 1_d)`` (so
+        ``lambda_max <= 0`` and the bound is ``2 sqrt(m d) ||A||_2``).
     eps : float
         Budget used for the AABB radii ``lambda`` (Proposition 2).
     pairs : list of (i, j), optional
@@ -267,14 +271,27 @@ def sdp_pair_bounds(net, c=None, eps=1.0, pairs=None):
     out = []
     for k, (i, j) in enumerate(pairs):
         dv = net.V[i] - net.V[j]
-        ck = _gershgorin_c(Wl, dv) if c is None else np.asarray(c[k], dtype=np.float64)
+        ck = _spectral_c(Wl, dv) if c is None else np.asarray(c[k], dtype=np.float64)
         out.append(_sdp_dual(Wl, dv, ck)[0])
     return np.asarray(out)
 
 
 def _gershgorin_c(Wl, dv):
+    """Gershgorin dual point ``c_i = sum_j |P_ij|`` (``lambda_max(P - diag c) <= 0``)."""
     absA = np.abs(dv)[:, None] * np.abs(Wl)
     return np.concatenate([absA.sum(axis=1), absA.sum(axis=0)])
+
+
+def _spectral_c(Wl, dv):
+    """Dual point ``c = ||A||_2 (sqrt(d/m) 1_m, sqrt(m/d) 1_d)`` (``P <= diag c``).
+
+    ``[[diag(mu), -A], [-A^T, diag(nu)]]`` is PSD when ``||diag(mu)^-1/2 A
+    diag(nu)^-1/2||_2 <= 1``; this choice gives ``sum(c) = 2 sqrt(m d) ||A||_2``,
+    usually far below the Gershgorin value ``2 sum |A_ij|``.
+    """
+    m, d = Wl.shape
+    s = np.linalg.norm(dv[:, None] * Wl, 2) * (1 + 1e-9)
+    return np.concatenate([np.full(m, s * np.sqrt(d / m)), np.full(d, s * np.sqrt(m / d))])
 
 
 # ---------------------------------------------------------------------------
@@ -374,7 +391,8 @@ def _settings(variant, hidden, epochs, batch_size, seed, options):
               "momentum", "init_scale"):
         s[k] = check_budget(k, s[k])
     check_budget("sdp_eps", s["sdp_eps"], allow_zero=False)
-    for k in ("spe_power_iters", "stn_hidden", "at_every", "at_pool_size", "at_max_iter", "sdp_pairs_per_step"):
+    for k in ("spe_power_iters", "stn_hidden", "at_every", "at_pool_size", "at_max_iter", "sdp_pairs_per_step",
+              "sdp_every"):
         s[k] = check_positive_int(k, s[k])
     s["hidden_bias"] = bool(s["hidden_bias"])
     return s
@@ -451,11 +469,12 @@ class _Trainer:
             self.lam = np.asarray(aabb_radii(H, W, eps=s["sdp_eps"]), dtype=np.float64).reshape(-1)
             self.pairs = class_pairs(self.K)
             Wl = self.params["W"] * self.lam
-            c = np.stack([_gershgorin_c(Wl, self.params["V"][i] - self.params["V"][j]) for i, j in self.pairs])
+            c = np.stack([_spectral_c(Wl, self.params["V"][i] - self.params["V"][j]) for i, j in self.pairs])
             self.params["sdp_c"] = c
             self.opt["sdp_c"] = (np.zeros_like(c), np.zeros_like(c))
             self.state["sdp_u"] = np.zeros_like(c)
             self.state["sdp_bound"] = np.zeros(len(self.pairs))
+            self.state["sdp_last_reg"] = np.zeros(1)
 
     # -- one step --------------------------------------------------------------
     def _regulariser(self, grads):
@@ -481,7 +500,10 @@ class _Trainer:
 
     def _sdp_reg(self, grads):
         s, p = self.s, self.params
-        w = s["sdp_weight"]
+        every = s["sdp_every"]
+        if self.t % every:
+            return float(self.state["sdp_last_reg"][0])
+        w = s["sdp_weight"] * every
         npairs = len(self.pairs)
         k = min(s["sdp_pairs_per_step"], npairs)
         chosen = np.sort(self.rng.choice(npairs, size=k, replace=False))
@@ -510,7 +532,9 @@ class _Trainer:
         grads["W"] = grads["W"] + gW
         grads["V"] = grads["V"] + gV
         grads["sdp_c"] = gc
-        return scale_all * total
+        reg = scale_all * total / every
+        self.state["sdp_last_reg"] = np.asarray([reg])
+        return reg
 
     def _step_grads(self, idx):
         s, p = self.s, self.params
@@ -814,6 +838,8 @@ def load_or_train(variant, cache_dir=None, n_train=None, hidden=500, seed=0, epo
     from .data import load_mnist
 
     n_train, epochs, _ = _resolve(variant, n_train, epochs, quick)
+    if quick:
+        options = {**QUICK_OPTIONS.get(variant, {}), **options}
     path = model_path(variant, cache_dir, n_train, hidden, seed, epochs, quick)
     if path.is_file():
         net, meta = OneHiddenLayerNet.load(path, with_metadata=True)
