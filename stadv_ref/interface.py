@@ -94,7 +94,10 @@ class Backend(Protocol):
         """
 
     def smoothness_power(self, fields, p):
-        """Apply ``L^p`` (``p in {1, 0.5, -0.5, -1}``) to each field of ``fields (..., H, W)``."""
+        """Apply ``L^p`` to each field of ``fields (..., H, W)``.
+
+        ``p in {0.5, -0.5, 1, -1, 2, -2}``: ``M^k`` with ``k = 2p`` (see :func:`stadv_ref.m_power`).
+        """
 
     # -- One-hidden-layer network --------------------------------------------
     def net_forward(self, W, b, V, c, X):
