@@ -838,7 +838,8 @@ def solve_ellipsoid_sdp(
     max_iter=20000,
     inner=5,
     seed=0,
-    scs_eps=1e-9,
+    scs_eps=1e-7,
+    scs_max_iters=50000,
     time_limit=None,
     verbose=False,
     backend=None,
@@ -889,7 +890,7 @@ def solve_ellipsoid_sdp(
         ``H * W = d``; ``L`` is the Proposition 1 matrix of this grid (``d <= 4096``).
     method : {"mixing", "scs"}
         ``"scs"``: cvxpy + SCS on the problem above (reference, small problems).
-    rank, gap_tol, max_iter, seed, scs_eps, time_limit, verbose, backend
+    rank, gap_tol, max_iter, seed, scs_eps, scs_max_iters, time_limit, verbose, backend
         As in :func:`solve_sdp`.
     inner : int
         Kernel iterations between two ``rho`` updates.
@@ -912,7 +913,8 @@ def solve_ellipsoid_sdp(
     max_iter = check_positive_int("max_iter", max_iter)
     inner = check_positive_int("inner", inner)
     if method == "scs":
-        return _solve_ellipsoid_scs(B, H, W_, scs_eps=scs_eps, time_limit=time_limit, verbose=verbose)
+        return _solve_ellipsoid_scs(B, H, W_, scs_eps=scs_eps, scs_max_iters=scs_max_iters,
+                                    time_limit=time_limit, verbose=verbose)
     be = get_backend(backend)
     n = m + d
     k = default_rank(n) if rank is None else check_positive_int("rank", rank)
@@ -970,7 +972,7 @@ def solve_ellipsoid_sdp(
     )
 
 
-def _solve_ellipsoid_scs(B, H, W_, *, scs_eps, time_limit, verbose):
+def _solve_ellipsoid_scs(B, H, W_, *, scs_eps, scs_max_iters, time_limit, verbose):
     import cvxpy as cp
 
     from .smoothness import smoothness_matrix
@@ -983,7 +985,7 @@ def _solve_ellipsoid_scs(B, H, W_, *, scs_eps, time_limit, verbose):
     R = cp.Variable((d, d), PSD=True)
     cons = [cp.diag(Z)[:m] <= 1, cp.diag(Z)[m:] <= cp.diag(R), cp.trace(L @ R) <= 1]
     prob = cp.Problem(cp.Maximize(cp.trace(P @ Z)), cons)
-    opts = dict(eps_abs=scs_eps, eps_rel=scs_eps, max_iters=500000, verbose=verbose)
+    opts = dict(eps_abs=scs_eps, eps_rel=scs_eps, max_iters=int(scs_max_iters), verbose=verbose)
     if time_limit is not None:
         opts["time_limit_secs"] = float(time_limit)
     t0 = time.perf_counter()
