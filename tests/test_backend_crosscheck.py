@@ -285,3 +285,86 @@ def test_net_input_grad(backend, case):
     out = be.net_input_grad(*(be.asarray(a) for a in (W, b, V, X, weights)))
     scale = max(1.0, float(((np.abs(weights) @ np.abs(V)) @ np.abs(W)).max()))
     assert_backend_close(out, REF.net_input_grad(W, b, V, X, weights), be, scale=scale)
+
+
+# ---------------------------------------------------------------------------
+# Section 4.1 SDP kernels
+# ---------------------------------------------------------------------------
+def _unit_rows(rng, n, k, dtype):
+    X = rng.standard_normal((n, k))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(dtype)
+
+
+@SETTINGS
+@given(
+    m=st.integers(1, 12), d=st.integers(1, 12), k=st.integers(1, 5),
+    dtype=dtypes, seed=st.integers(0, 2**32 - 1), zero_row=st.booleans(),
+)
+def test_sdp_mixing_fixed_iterations(backend, m, d, k, dtype, seed, zero_row):
+    """``tol = -inf`` never stops early: exactly ``max_iter`` iterations, same factors."""
+    be = _be(backend)
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((m, d)).astype(dtype)
+    if zero_row:  # a zero row of A gives rows of norm 0, which keep their previous value
+        A[0] = 0
+    S, T = _unit_rows(rng, m, k, dtype), _unit_rows(rng, d, k, dtype)
+    S0, T0 = S.copy(), T.copy()
+    S1, T1, it = be.sdp_mixing(be.asarray(A), be.asarray(S), be.asarray(T), 7, -np.inf)
+    S2, T2, it2 = REF.sdp_mixing(A, S, T, 7, -np.inf)
+    assert it == it2 == 7
+    # a few iterations of normalised products: the rounding of 7 steps
+    tol = 1e3 * TOL[np.dtype(dtype)]
+    assert_backend_close(S1, S2, be, rtol=tol, atol=tol)
+    assert_backend_close(T1, T2, be, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(S, S0)  # inputs untouched
+    np.testing.assert_array_equal(T, T0)
+
+
+@SETTINGS
+@given(m=st.integers(2, 15), d=st.integers(2, 15), seed=st.integers(0, 2**32 - 1))
+def test_sdp_mixing_convergence_criterion(backend, m, d, seed):
+    """With ``tol > 0`` both stop by the documented criterion, at the same iteration (float64)."""
+    be = _be(backend)
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((m, d))
+    k = 4
+    S, T = _unit_rows(rng, m, k, np.float64), _unit_rows(rng, d, k, np.float64)
+    S1, T1, it = be.sdp_mixing(be.asarray(A), be.asarray(S), be.asarray(T), 500, 1e-6)
+    S2, T2, it2 = REF.sdp_mixing(A, S, T, 500, 1e-6)
+    assert abs(it - it2) <= 1  # only a rounding tie at the threshold could move the stop
+    phi = lambda T_, S_: np.linalg.norm(A.T @ S_, axis=1).sum()  # noqa: E731
+    S1n, T1n = be.to_numpy(S1), be.to_numpy(T1)
+    np.testing.assert_allclose(phi(T1n, S1n), phi(T2, S2), rtol=1e-5)
+    if it == it2:
+        assert_backend_close(S1, S2, be, rtol=1e-9, atol=1e-9)
+
+
+@SETTINGS
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), shift=st.floats(-3, 3))
+def test_lambda_max_upper(backend, n, seed, shift):
+    """A guaranteed upper bound: never below the true top eigenvalue, and tight."""
+    be = _be(backend)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n))
+    S = (X + X.T) / 2 + shift * np.eye(n)
+    lam = np.linalg.eigvalsh(S)[-1]
+    u = float(be.lambda_max_upper(be.asarray(S)))
+    scale = np.linalg.norm(S) + n * abs(lam)
+    assert u >= lam - 1e-14 * scale  # eigvalsh itself is only accurate to O(u ||S||)
+    assert u <= lam + 1e-8 * scale
+    assert abs(u - REF.lambda_max_upper(S)) <= 1e-8 * scale
+
+
+def test_lambda_max_upper_large_is_rigorous(backend):
+    """Above the dense/Lanczos switch (n > 256) the bound is still above the true eigenvalue."""
+    be = _be(backend)
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((60, 240)) / 10
+    from stadv_ref.sdp import bipartite_matrix
+
+    P = bipartite_matrix(A)
+    S = P - np.diag(0.5 * np.abs(P).sum(axis=1))
+    lam = np.linalg.eigvalsh(S)[-1]
+    u = float(be.lambda_max_upper(be.asarray(S)))
+    scale = np.linalg.norm(S)
+    assert lam - 1e-14 * scale <= u <= lam + 1e-8 * scale

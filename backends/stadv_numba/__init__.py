@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
         'the numba backend needs Numba: pip install "stadv-ref[numba]"'
     ) from exc
 
-from . import _net, _smooth, _warp
+from . import _net, _sdp, _smooth, _warp
 
 __all__ = ["backend", "warp_vjp_both"]
 
@@ -46,18 +46,23 @@ def _c(a, dtype):
 
 @functools.lru_cache(maxsize=64)
 def _grid(H, W, dtype):
+    """Column and row of every flat pixel (``cg``, ``rg``, dtype ``T``) and ``one = T(1)``."""
     dt = np.dtype(dtype)
-    cb = np.arange(W, dtype=dt)
-    rb = np.arange(H, dtype=dt)
-    cb.setflags(write=False)
-    rb.setflags(write=False)
-    return cb, rb, dt.type(1)
+    rg, cg = np.divmod(np.arange(H * W), W)
+    cg = cg.astype(dt)
+    rg = rg.astype(dt)
+    cg.setflags(write=False)
+    rg.setflags(write=False)
+    return cg, rg, dt.type(1)
 
 
-def _warp_args(flow, dt):
-    H, W = flow.shape[-2:]
-    cb, rb, one = _grid(H, W, dt)
-    return cb, rb, one
+def _nchunks(n_tasks):
+    """Chunks of tasks for the parallel loops: a few per thread (each allocates its scratch once)."""
+    return max(1, min(n_tasks, 4 * numba.get_num_threads()))
+
+
+def _n_tasks(N, H, W):
+    return N * -(-(H * W) // _warp.BLOCK)
 
 
 def _border(padding):
@@ -69,37 +74,49 @@ def _border(padding):
 # ---------------------------------------------------------------------------
 # Eq. (1)
 # ---------------------------------------------------------------------------
+def _flat(a, dt):
+    """C-contiguous ``a`` of dtype ``dt`` viewed as ``(N, C, H*W)``."""
+    a = _c(a, dt)
+    return a.reshape(a.shape[0], -1, a.shape[-2] * a.shape[-1])
+
+
 def warp(x, flow, padding):
     """Eq. (1): ``x (N,C,H,W)``, ``flow (N,2,H,W)`` -> warped images (see :func:`stadv_ref.warp`)."""
     dt = _float_dtype(x)
-    x = _c(x, dt)
-    flow = _c(flow, dt)
-    out = np.empty_like(x)
-    cb, rb, one = _warp_args(flow, dt)
-    _warp.warp_kernel(x, flow, cb, rb, one, _border(padding), out)
+    N, C, H, W = x.shape
+    cg, rg, one = _grid(H, W, dt)
+    out = np.empty((N, C, H, W), dtype=dt)
+    _warp.warp_kernel(
+        _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt), cg, rg, H, W, one, _border(padding),
+        _nchunks(_n_tasks(N, H, W)), out.reshape(N * C, H * W),
+    )
     return out
 
 
 def warp_vjp_x(flow, grad_out, padding):
     """Adjoint warp ``G(flow)^T grad_out`` (scatter-add), shape of ``grad_out``."""
     dt = _float_dtype(grad_out)
-    g = _c(grad_out, dt)
-    flow = _c(flow, dt)
-    out = np.empty_like(g)
-    cb, rb, one = _warp_args(flow, dt)
-    _warp.warp_vjp_x_kernel(flow, g, cb, rb, one, _border(padding), out)
+    N, C, H, W = grad_out.shape
+    cg, rg, one = _grid(H, W, dt)
+    out = np.zeros((N, C, H, W), dtype=dt)
+    _warp.warp_vjp_x_kernel(
+        _flat(flow, dt), _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one,
+        _border(padding), out.reshape(N * C, H * W),
+    )
     return out
 
 
 def warp_vjp_flow(x, flow, grad_out, padding):
     """``sum_c grad_out * d warp / d (du, dv)`` (right derivatives) -> ``(N,2,H,W)``."""
     dt = _float_dtype(x)
-    x = _c(x, dt)
-    flow = _c(flow, dt)
-    g = _c(grad_out, dt)
-    out = np.empty(flow.shape, dtype=dt)
-    cb, rb, one = _warp_args(flow, dt)
-    _warp.warp_vjp_flow_kernel(x, flow, g, cb, rb, one, _border(padding), out)
+    N, C, H, W = x.shape
+    cg, rg, one = _grid(H, W, dt)
+    out = np.empty((N, 2, H, W), dtype=dt)
+    _warp.warp_vjp_flow_kernel(
+        _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt),
+        _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one, _border(padding),
+        _nchunks(_n_tasks(N, H, W)), out.reshape(N, 2, H * W),
+    )
     return out
 
 
@@ -107,18 +124,20 @@ def warp_vjp_both(x, flow, grad_out, padding):
     """Both VJPs of Eq. (1) in one pass: ``(warp_vjp_x(...), warp_vjp_flow(...))``.
 
     Parallel over images; with fewer images than threads it falls back to
-    the two separate kernels (parallel over planes and rows).
+    the two separate kernels (parallel over planes and pixel blocks).
     """
     dt = _float_dtype(x)
-    x = _c(x, dt)
-    flow = _c(flow, dt)
-    g = _c(grad_out, dt)
-    if x.shape[0] < numba.get_num_threads():
-        return warp_vjp_x(flow, g, padding), warp_vjp_flow(x, flow, g, padding)
-    gx = np.empty_like(x)
-    gflow = np.empty(flow.shape, dtype=dt)
-    cb, rb, one = _warp_args(flow, dt)
-    _warp.warp_vjp_both_kernel(x, flow, g, cb, rb, one, _border(padding), gx, gflow)
+    N, C, H, W = x.shape
+    if N < numba.get_num_threads():
+        return warp_vjp_x(flow, grad_out, padding), warp_vjp_flow(x, flow, grad_out, padding)
+    cg, rg, one = _grid(H, W, dt)
+    gx = np.zeros((N, C, H, W), dtype=dt)
+    gflow = np.empty((N, 2, H, W), dtype=dt)
+    _warp.warp_vjp_both_kernel(
+        _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt),
+        _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one, _border(padding),
+        gx.reshape(N * C, H * W), gflow.reshape(N, 2, H * W),
+    )
     return gx, gflow
 
 
@@ -127,11 +146,15 @@ def tied_jacobian_diag(x, r, padding, variant):
     if variant not in ("correct", "paper"):
         raise ValueError(f"variant must be one of ['correct', 'paper'], got {variant!r}")
     dt = _float_dtype(x)
-    x = _c(x, dt)
-    r = _c(r, dt)
-    out = np.empty_like(x)
-    cb, rb, one = _warp_args(r, dt)
-    _warp.tied_jacobian_diag_kernel(x, r, cb, rb, one, _border(padding), variant == "correct", out)
+    N, C, H, W = x.shape
+    cg, rg, one = _grid(H, W, dt)
+    out = np.empty((N, C, H, W), dtype=dt)
+    ones = np.ones((1, _warp.BLOCK), dtype=dt)
+    _warp.tied_jacobian_diag_kernel(
+        _flat(x, dt).reshape(N * C, H * W), _c(r, dt).reshape(N, 1, H * W), ones, cg, rg, H, W,
+        one, _border(padding), variant == "correct", _nchunks(_n_tasks(N, H, W)),
+        out.reshape(N * C, H * W),
+    )
     return out
 
 
@@ -252,13 +275,75 @@ def net_input_grad(W, b, V, X, weights):
 # Section 4.1 SDP
 # ---------------------------------------------------------------------------
 def sdp_mixing(A, S, T, max_iter, tol):
-    """Mixing-method block ascent (see :mod:`stadv_ref.sdp`)."""
-    raise NotImplementedError("sdp_mixing: pending stadv_ref.sdp")
+    """Mixing-method block ascent for ``max 2 tr(S^T A T)`` over unit rows (Section 4.1).
+
+    Same iteration, convergence criterion and return value ``(S, T, n_iter)``
+    as :func:`stadv_ref.sdp.sdp_mixing_reference` (the inputs are not modified);
+    the loop runs compiled with BLAS products.
+    """
+    dt = np.result_type(np.asarray(A).dtype, np.asarray(S).dtype, np.asarray(T).dtype, np.float32)
+    A = _c(A, dt)
+    S = np.array(S, dtype=dt, order="C", copy=True)
+    T = np.array(T, dtype=dt, order="C", copy=True)
+    n_iter = _sdp.sdp_mixing_kernel(A, np.ascontiguousarray(A.T), S, T, int(max_iter), float(tol))
+    return S, T, int(n_iter)
+
+
+_U = np.finfo(np.float64).eps / 2  # unit roundoff
+_TINY = 1e-300
+
+
+def _top_eigenvalue(S):
+    """Estimate of ``lambda_max(S)``: dense LAPACK for ``n <= 256``, else Lanczos (ARPACK) to machine precision."""
+    import scipy.linalg
+    import scipy.sparse.linalg
+
+    n = S.shape[0]
+    if n > 256:
+        v0 = np.random.default_rng(0).standard_normal(n)
+        try:
+            return float(
+                scipy.sparse.linalg.eigsh(S, k=1, which="LA", tol=0, v0=v0, return_eigenvectors=False)[0]
+            )
+        except scipy.sparse.linalg.ArpackError:  # no convergence: dense fallback
+            pass
+    return float(scipy.linalg.eigh(S, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
 
 
 def lambda_max_upper(S):
-    """Upper bound on the largest eigenvalue of the dense symmetric ``S``."""
-    raise NotImplementedError("lambda_max_upper: pending stadv_ref.sdp")
+    """Guaranteed upper bound on the largest eigenvalue of the dense symmetric ``S``.
+
+    Same certificate as :func:`stadv_ref.sdp.lambda_max_upper_reference`: an
+    estimate ``mu0`` becomes a proof through a Cholesky factorisation of
+    ``(mu0 + delta) I - S`` with a rounding margin
+    (:func:`stadv_ref.sdp.cholesky_upper`), ``delta`` starting at
+    ``4 gamma_{n+1} (n |mu0| + ||S||_F)`` and growing 8x until it succeeds. For
+    ``n > 256`` the estimate comes from Lanczos (ARPACK, O(n^2) per step)
+    instead of a dense tridiagonalisation; the bound stays rigorous because
+    only the Cholesky factorisation certifies it.
+    """
+    from stadv_ref.sdp import cholesky_upper
+
+    S = np.asarray(S, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square matrix, got shape {S.shape}")
+    if not np.all(np.isfinite(S)):
+        raise ValueError("S contains NaN or inf")
+    n = S.shape[0]
+    if n == 0:
+        raise ValueError("S must be non-empty")
+    mu0 = _top_eigenvalue(S)
+    scale = float(np.linalg.norm(S)) + abs(mu0) * n + _TINY
+    ku = (n + 1) * _U
+    delta = 4.0 * ku / (1 - ku) * scale
+    for _ in range(40):
+        u = cholesky_upper(S, mu0 + delta)
+        if u is not None:
+            return u
+        delta *= 8.0
+    # Unreachable in practice; Gershgorin is always a valid bound.
+    r = np.abs(S).sum(axis=1) - np.abs(np.diag(S))
+    return float(np.max(np.diag(S) + r) * (1 + 4 * n * _U) + _TINY)
 
 
 def _asarray(a, dtype=None):
