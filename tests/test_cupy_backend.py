@@ -122,22 +122,26 @@ template <typename T> static inline T atomicAdd(T* p, T v) { T old = *p; *p = ol
 """
 
 
+INDEX = {"int": "int", "long long": "ll"}
+
+
 def _emulation_source():
     lines = [SHIM, cuda_src.SOURCE]
     for kname, sig in SIGNATURES.items():
         for t in ("float", "double"):
-            params, args = [], []
-            for k, kind in enumerate(sig):
-                ctype = {"c": f"const {t}*", "p": f"{t}*", "l": "long long"}[kind]
-                params.append(f"{ctype} a{k}")
-                args.append(f"a{k}")
-            lines.append(
-                f'extern "C" void emu_{kname}_{t}({", ".join(params)}, int grid, int block) {{\n'
-                "  gridDim.x = grid; blockDim.x = block;\n"
-                "  for (int b = 0; b < grid; ++b) for (int t = 0; t < block; ++t) {\n"
-                f"    blockIdx.x = b; threadIdx.x = t; {kname}<{t}>({', '.join(args)});\n"
-                "  }\n}\n"
-            )
+            for itype, isuffix in INDEX.items():
+                params, args = [], []
+                for k, kind in enumerate(sig):
+                    ctype = {"c": f"const {t}*", "p": f"{t}*", "l": "long long"}[kind]
+                    params.append(f"{ctype} a{k}")
+                    args.append(f"a{k}")
+                lines.append(
+                    f'extern "C" void emu_{kname}_{t}_{isuffix}({", ".join(params)}, int grid, int block) {{\n'
+                    "  gridDim.x = grid; blockDim.x = block;\n"
+                    "  for (int b = 0; b < grid; ++b) for (int t = 0; t < block; ++t) {\n"
+                    f"    blockIdx.x = b; threadIdx.x = t; {kname}<{t}, {itype}>({', '.join(args)});\n"
+                    "  }\n}\n"
+                )
     return "\n".join(lines)
 
 
@@ -159,12 +163,12 @@ def emu(tmp_path_factory):
     return ctypes.CDLL(str(lib))
 
 
-def _emu_call(lib, kname, arrays, ints, grid=3, block=16):
+def _emu_call(lib, kname, arrays, ints, grid=3, block=16, index="int"):
     """Run ``kname`` on the CPU; ``arrays`` are C-contiguous NumPy arrays (outputs written in place)."""
     t = "float" if arrays[0].dtype == np.float32 else "double"
     for a in arrays:
         assert a.flags.c_contiguous and a.dtype == arrays[0].dtype
-    fn = getattr(lib, f"emu_{kname}_{t}")
+    fn = getattr(lib, f"emu_{kname}_{t}_{INDEX[index]}")
     args = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
     args += [ctypes.c_longlong(int(v)) for v in ints] + [ctypes.c_int(grid), ctypes.c_int(block)]
     fn.argtypes = [ctypes.c_void_p] * len(arrays) + [ctypes.c_longlong] * len(ints) + [ctypes.c_int] * 2
@@ -172,30 +176,31 @@ def _emu_call(lib, kname, arrays, ints, grid=3, block=16):
     fn(*args)
 
 
-def _emu_kernels(lib, x, flow, g, padding, grid=3, block=16):
+def _emu_kernels(lib, x, flow, g, padding, grid=3, block=16, index="int"):
     """All warp kernels through the emulation, returned like the reference functions."""
     N, C, H, W = x.shape
     dims = (N, C, H, W, padding == "border")
+    kw = dict(grid=grid, block=block, index=index)
     out = np.full_like(x, np.nan)  # poisoned: every element must be written
-    _emu_call(lib, "stadv_warp_fwd", [x, flow, out], dims, grid, block)
+    _emu_call(lib, "stadv_warp_fwd", [x, flow, out], dims, **kw)
     gx = np.zeros_like(x)
-    _emu_call(lib, "stadv_warp_vjp_x", [flow, g, gx], dims, grid, block)
+    _emu_call(lib, "stadv_warp_vjp_x", [flow, g, gx], dims, **kw)
     gflow = np.full_like(flow, np.nan)
-    _emu_call(lib, "stadv_warp_vjp_flow", [x, flow, g, gflow], dims, grid, block)
+    _emu_call(lib, "stadv_warp_vjp_flow", [x, flow, g, gflow], dims, **kw)
     gx2, gflow2 = np.zeros_like(x), np.full_like(flow, np.nan)
-    _emu_call(lib, "stadv_warp_vjp_both", [x, flow, g, gx2, gflow2], dims, grid, block)
+    _emu_call(lib, "stadv_warp_vjp_both", [x, flow, g, gx2, gflow2], dims, **kw)
     r = np.ascontiguousarray(flow[:, 0])
     jac = {}
     for variant in ("correct", "paper"):
         jac[variant] = np.full_like(x, np.nan)
-        _emu_call(lib, "stadv_tied_jacobian_diag", [x, r, jac[variant]], dims + (variant == "paper",), grid, block)
+        _emu_call(lib, "stadv_tied_jacobian_diag", [x, r, jac[variant]], dims + (variant == "paper",), **kw)
     return out, gx, gflow, gx2, gflow2, jac
 
 
 def _emu_launcher(lib, max_grid=4, block=32):
     """A ``launch`` for :func:`stadv_cupy._factory.make_backend` that runs the kernels on the CPU."""
 
-    def launch(kname, dtype, n_threads, args):
+    def launch(kname, dtype, n_threads, args, n_elements):
         if n_threads <= 0:
             return
         arrays = [a for a in args if isinstance(a, np.ndarray) and a.ndim > 0]
@@ -205,7 +210,8 @@ def _emu_launcher(lib, max_grid=4, block=32):
         assert len(arrays) + len(ints) == len(SIGNATURES[kname])
         assert all(a.dtype == np.dtype(dtype) for a in arrays)
         grid = max(1, min(math.ceil(n_threads / block), max_grid))
-        _emu_call(lib, kname, arrays, ints, grid, block)
+        assert n_elements >= max(a.size for a in arrays)  # bounds every offset
+        _emu_call(lib, kname, arrays, ints, grid, block, cuda_src.index_type(n_elements, grid * block))
 
     return launch
 
@@ -258,10 +264,11 @@ def test_emulated_backend_passes_crosscheck(emu_backend, name):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("padding", ["zeros", "border"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_emulated_cuda_kernels_match_reference(emu, dtype, padding, seed):
+@pytest.mark.parametrize("index", ["int", "long long"])
+def test_emulated_cuda_kernels_match_reference(emu, dtype, padding, seed, index):
     """Every CUDA kernel, executed on the CPU, equals the NumPy reference of Eq. (1)."""
     x, flow, g = _case(seed, dtype)
-    out, gx, gflow, gx2, gflow2, jac = _emu_kernels(emu, x, flow, g, padding)
+    out, gx, gflow, gx2, gflow2, jac = _emu_kernels(emu, x, flow, g, padding, index=index)
     tol = TOL[dtype]
     np.testing.assert_allclose(out, transform.warp_reference(x, flow, padding), **tol)
     ref_gx = transform.warp_vjp_x_reference(flow, g, padding)
@@ -308,8 +315,9 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     inst = []
     for kname, sig in SIGNATURES.items():
         for t in ("float", "double"):
-            params = [{"c": f"const {t}*", "p": f"{t}*", "l": "long long"}[k] for k in sig]
-            inst.append(f"template __global__ void {kname}<{t}>({', '.join(params)});")
+            for i in ("int", "long long"):
+                params = [{"c": f"const {t}*", "p": f"{t}*", "l": "long long"}[k] for k in sig]
+                inst.append(f"template __global__ void {kname}<{t}, {i}>({', '.join(params)});")
     src = tmp_path / "k.cu"
     src.write_text(cuda_src.SOURCE + "\n" + "\n".join(inst) + "\n")
     res = subprocess.run(
@@ -323,16 +331,26 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     for kname in SIGNATURES:
         assert kname in report, f"{kname} missing from the ptxas report"
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", report)]
-    assert len(spills) == 2 * len(SIGNATURES), report[-3000:]
+    assert len(spills) == 4 * len(SIGNATURES), report[-3000:]
     assert not any(spills), f"register spills: {report[-3000:]}"
 
 
-def test_name_expressions_cover_every_kernel_and_dtype():
+def test_name_expressions_cover_every_kernel_dtype_and_index_type():
     assert set(cuda_src.KERNEL_NAMES) == set(SIGNATURES)
     for kname in SIGNATURES:
-        assert f"{kname}<float>" in cuda_src.NAME_EXPRESSIONS
-        assert f"{kname}<double>" in cuda_src.NAME_EXPRESSIONS
+        for t in ("float", "double"):
+            for i in ("int", "long long"):
+                assert f"{kname}<{t}, {i}>" in cuda_src.NAME_EXPRESSIONS
         assert f"__global__ void {kname}(" in cuda_src.SOURCE
+    assert cuda_src.name_expression("stadv_warp_fwd", np.dtype(np.float32), 10, 256) == "stadv_warp_fwd<float, int>"
+
+
+def test_index_type_switches_before_int32_overflow():
+    """32-bit indices only while every offset and grid-stride index stays below 2**31 - 1."""
+    assert cuda_src.index_type(100_000 * 2 * 28 * 28, 32 * 132 * 256) == "int"
+    assert cuda_src.index_type(2**31 - 1 - 1024, 1024) == "long long"
+    assert cuda_src.index_type(2**31 - 2 - 1024, 1024) == "int"  # i + stride <= 2**31 - 3
+    assert cuda_src.index_type(3 * 2**30, 256) == "long long"
 
 
 # ---------------------------------------------------------------------------
@@ -581,7 +599,8 @@ def _fake_cupy(emu_lib, runtime, cc="90"):
 
         def get_function(self, expr):
             assert expr in self.names, expr
-            kname, t = expr[:-1].split("<")
+            kname, targs = expr[:-1].split("<")
+            t, index = targs.split(", ")
 
             def kernel(grid, block, args):
                 assert isinstance(grid, tuple) and isinstance(block, tuple)
@@ -590,7 +609,7 @@ def _fake_cupy(emu_lib, runtime, cc="90"):
                 assert all(isinstance(v, np.int64) for v in ints)
                 assert all(a.dtype == (np.float32 if t == "float" else np.float64) for a in arrays)
                 launches.append((kname, grid[0], block[0]))
-                _emu_call(emu_lib, kname, arrays, ints, grid[0], block[0])
+                _emu_call(emu_lib, kname, arrays, ints, grid[0], block[0], index)
 
             return kernel
 

@@ -60,7 +60,7 @@ if int(_cc) < 60:
     )
 
 from . import _ops, _sdp  # noqa: E402
-from ._cuda_src import NAME_EXPRESSIONS, SOURCE  # noqa: E402
+from ._cuda_src import NAME_EXPRESSIONS, SOURCE, name_expression  # noqa: E402
 from ._factory import make_backend  # noqa: E402
 
 __all__ = [
@@ -177,22 +177,22 @@ clear_cache = _cache.clear
 _modules = {}
 
 
-def _kernel(kname, dtype):
-    """The compiled template instance ``kname<float|double>`` on the current device."""
+def _kernel(expr):
+    """The compiled template instance ``expr`` (a name expression) on the current device."""
     dev = _current_device_id()
     mod = _modules.get(dev)
     if mod is None:
         mod = _modules.setdefault(dev, cupy.RawModule(code=SOURCE, name_expressions=NAME_EXPRESSIONS))
-    t = "float" if np.dtype(dtype) == np.float32 else "double"
-    return mod.get_function(f"{kname}<{t}>")
+    return mod.get_function(expr)
 
 
-def _launch(kname, dtype, n_threads, args):
+def _launch(kname, dtype, n_threads, args, n_elements):
     """Launch on the current stream; asynchronous (no synchronisation)."""
     if n_threads <= 0:
         return
     grid = max(1, min(math.ceil(n_threads / _BLOCK), max_grid))
-    _kernel(kname, dtype)((grid,), (_BLOCK,), args)
+    expr = name_expression(kname, np.dtype(dtype), n_elements, grid * _BLOCK)
+    _kernel(expr)((grid,), (_BLOCK,), args)
 
 
 backend = make_backend(

@@ -18,18 +18,20 @@ coordinate, and, by the right-derivative convention, w.r.t. a coordinate
 exactly on the last row/column). At integer sampling coordinates the derivatives are the right
 derivatives (forward differences), as in the reference.
 
-Kernels (templates over ``T in {float, double}``, retrieved with the name
-expressions of :data:`NAME_EXPRESSIONS`):
+Kernels (templates over ``T in {float, double}`` and the index type
+``I in {int, long long}``, retrieved with the name expressions of
+:data:`NAME_EXPRESSIONS`; 32-bit index arithmetic is used whenever it cannot
+overflow, since 64-bit integer division is slow on GPUs):
 
-``stadv_warp_fwd<T>(x, flow, out, N, C, H, W, border)``
+``stadv_warp_fwd<T, I>(x, flow, out, N, C, H, W, border)``
     ``out = g(flow; x)``.
-``stadv_warp_vjp_x<T>(flow, g, gx, N, C, H, W, border)``
+``stadv_warp_vjp_x<T, I>(flow, g, gx, N, C, H, W, border)``
     ``gx += G(flow)^T g`` by ``atomicAdd`` scatter (``gx`` must be zeroed).
-``stadv_warp_vjp_flow<T>(x, flow, g, gflow, N, C, H, W, border)``
+``stadv_warp_vjp_flow<T, I>(x, flow, g, gflow, N, C, H, W, border)``
     ``gflow = sum_c g * d out / d (du, dv)``.
-``stadv_warp_vjp_both<T>(x, flow, g, gx, gflow, N, C, H, W, border)``
+``stadv_warp_vjp_both<T, I>(x, flow, g, gx, gflow, N, C, H, W, border)``
     Both VJPs in one pass (``gx`` must be zeroed).
-``stadv_tied_jacobian_diag<T>(x, r, out, N, C, H, W, border, paper)``
+``stadv_tied_jacobian_diag<T, I>(x, r, out, N, C, H, W, border, paper)``
     Diagonal of ``Dg`` for the tied flow ``du = dv = r`` ([E6]):
     ``d/d du + d/d dv`` (``paper = 0``) or the printed ``d/d du`` (``paper = 1``).
 """
@@ -47,8 +49,25 @@ KERNEL_NAMES = (
 DTYPES = {"float32": "float", "float64": "double"}
 """NumPy dtype name -> C++ template argument."""
 
-NAME_EXPRESSIONS = tuple(f"{k}<{t}>" for k in KERNEL_NAMES for t in DTYPES.values())
-"""Name expressions to instantiate (``"stadv_warp_fwd<float>"`` ...)."""
+INDEX_TYPES = ("int", "long long")
+"""Index types: ``int`` when ``max(N*C*H*W, N*2*H*W)`` plus one grid of threads
+fits in 31 bits (see :func:`index_type`), ``long long`` otherwise."""
+
+NAME_EXPRESSIONS = tuple(
+    f"{k}<{t}, {i}>" for k in KERNEL_NAMES for t in DTYPES.values() for i in INDEX_TYPES
+)
+"""Name expressions to instantiate (``"stadv_warp_fwd<float, int>"`` ...)."""
+
+
+def name_expression(kernel, dtype, n_elements, max_threads):
+    """The template instance to launch for arrays of ``n_elements`` and a grid of ``max_threads``."""
+    t = DTYPES[str(dtype)]
+    return f"{kernel}<{t}, {index_type(n_elements, max_threads)}>"
+
+
+def index_type(n_elements, max_threads):
+    """``"int"`` when every offset and grid-stride index stays below ``2**31 - 1``."""
+    return "int" if int(n_elements) + int(max_threads) < 2**31 - 1 else "long long"
 
 SOURCE = r"""
 // ---- stadv-ref: bilinear warp of Eq. (1) and its derivatives -------------
@@ -57,26 +76,26 @@ typedef long long stadv_ll;
 __device__ __forceinline__ float stadv_floor(float v) { return floorf(v); }
 __device__ __forceinline__ double stadv_floor(double v) { return floor(v); }
 
-#define STADV_GRID_LOOP(i, n)                                               \
-    for (stadv_ll i = (stadv_ll)blockIdx.x * (stadv_ll)blockDim.x +         \
-                      (stadv_ll)threadIdx.x;                                \
-         i < (n); i += (stadv_ll)blockDim.x * (stadv_ll)gridDim.x)
+// I is the index type: int when every offset (plus one grid of threads) fits
+// in 31 bits (cheap 32-bit division), long long otherwise.
+#define STADV_GRID_LOOP(I, i, n)                                             \
+    for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (n);      \
+         i += (I)blockDim.x * (I)gridDim.x)
 
 // The four neighbours N(i) of one sampling point (u + du, v + dv).
 // o** are offsets inside one (H, W) plane; v** say whether the corner lies
 // inside the image (zero padding outside). fr, fc are the fractional parts;
 // dcol_ok / drow_ok are 0 where border padding clipped the coordinate.
-template <typename T>
+template <typename T, typename I>
 struct StadvSample {
-    stadv_ll o00, o01, o10, o11;
+    I o00, o01, o10, o11;
     bool v00, v01, v10, v11;
     T fr, fc, dcol_ok, drow_ok;
 };
 
-template <typename T>
-__device__ __forceinline__ void stadv_sample(T du, T dv, stadv_ll h, stadv_ll w,
-                                             stadv_ll H, stadv_ll W, stadv_ll border,
-                                             StadvSample<T>& s) {
+template <typename T, typename I>
+__device__ __forceinline__ void stadv_sample(T du, T dv, I h, I w, I H, I W, I border,
+                                             StadvSample<T, I>& s) {
     T col = (T)w + du;
     T row = (T)h + dv;
     const T cmax = (T)(W - 1);
@@ -99,8 +118,8 @@ __device__ __forceinline__ void stadv_sample(T du, T dv, stadv_ll h, stadv_ll w,
     const bool c1ok = c0f >= (T)(-1) && c0f <= cmax - (T)1;
     const bool r0ok = r0f >= (T)0 && r0f <= rmax;
     const bool r1ok = r0f >= (T)(-1) && r0f <= rmax - (T)1;
-    const stadv_ll c0 = (c0ok || c1ok) ? (stadv_ll)c0f : 0;
-    const stadv_ll r0 = (r0ok || r1ok) ? (stadv_ll)r0f : 0;
+    const I c0 = (c0ok || c1ok) ? (I)c0f : 0;
+    const I r0 = (r0ok || r1ok) ? (I)r0f : 0;
     s.v00 = r0ok && c0ok;
     s.v01 = r0ok && c1ok;
     s.v10 = r1ok && c0ok;
@@ -111,9 +130,9 @@ __device__ __forceinline__ void stadv_sample(T du, T dv, stadv_ll h, stadv_ll w,
     s.o11 = s.v11 ? (r0 + 1) * W + c0 + 1 : 0;
 }
 
-template <typename T>
+template <typename T, typename I>
 __device__ __forceinline__ void stadv_corners(const T* __restrict__ plane,
-                                              const StadvSample<T>& s,
+                                              const StadvSample<T, I>& s,
                                               T& x00, T& x01, T& x10, T& x11) {
     x00 = s.v00 ? plane[s.o00] : (T)0;
     x01 = s.v01 ? plane[s.o01] : (T)0;
@@ -121,51 +140,51 @@ __device__ __forceinline__ void stadv_corners(const T* __restrict__ plane,
     x11 = s.v11 ? plane[s.o11] : (T)0;
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void stadv_warp_fwd(const T* __restrict__ x, const T* __restrict__ flow,
                                T* __restrict__ out, stadv_ll N, stadv_ll C,
                                stadv_ll H, stadv_ll W, stadv_ll border) {
-    const stadv_ll HW = H * W;
-    STADV_GRID_LOOP(i, N * HW) {
-        const stadv_ll n = i / HW;
-        const stadv_ll p = i - n * HW;
-        const stadv_ll h = p / W;
-        const stadv_ll w = p - h * W;
-        StadvSample<T> s;
-        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, H, W, border, s);
+    const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
+    STADV_GRID_LOOP(I, i, (I)N * HW) {
+        const I n = i / HW;
+        const I p = i - n * HW;
+        const I h = p / Wi;
+        const I w = p - h * Wi;
+        StadvSample<T, I> s;
+        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, (I)H, Wi, (I)border, s);
         const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
         const T w01 = ((T)1 - s.fr) * s.fc;
         const T w10 = s.fr * ((T)1 - s.fc);
         const T w11 = s.fr * s.fc;
-        for (stadv_ll c = 0; c < C; ++c) {
-            const stadv_ll base = (n * C + c) * HW;
+        for (I c = 0; c < Ci; ++c) {
+            const I base = (n * Ci + c) * HW;
             T x00, x01, x10, x11;
-            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
             out[base + p] = w00 * x00 + w01 * x01 + w10 * x10 + w11 * x11;
         }
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void stadv_warp_vjp_x(const T* __restrict__ flow, const T* __restrict__ g,
                                  T* __restrict__ gx, stadv_ll N, stadv_ll C,
                                  stadv_ll H, stadv_ll W, stadv_ll border) {
-    const stadv_ll HW = H * W;
-    STADV_GRID_LOOP(i, N * HW) {
-        const stadv_ll n = i / HW;
-        const stadv_ll p = i - n * HW;
-        const stadv_ll h = p / W;
-        const stadv_ll w = p - h * W;
-        StadvSample<T> s;
-        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, H, W, border, s);
+    const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
+    STADV_GRID_LOOP(I, i, (I)N * HW) {
+        const I n = i / HW;
+        const I p = i - n * HW;
+        const I h = p / Wi;
+        const I w = p - h * Wi;
+        StadvSample<T, I> s;
+        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, (I)H, Wi, (I)border, s);
         const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
         const T w01 = ((T)1 - s.fr) * s.fc;
         const T w10 = s.fr * ((T)1 - s.fc);
         const T w11 = s.fr * s.fc;
-        for (stadv_ll c = 0; c < C; ++c) {
-            const stadv_ll base = (n * C + c) * HW;
+        for (I c = 0; c < Ci; ++c) {
+            const I base = (n * Ci + c) * HW;
             const T gv = g[base + p];
             if (s.v00 && w00 != (T)0) atomicAdd(gx + base + s.o00, gv * w00);
             if (s.v01 && w01 != (T)0) atomicAdd(gx + base + s.o01, gv * w01);
@@ -175,25 +194,25 @@ __global__ void stadv_warp_vjp_x(const T* __restrict__ flow, const T* __restrict
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void stadv_warp_vjp_flow(const T* __restrict__ x, const T* __restrict__ flow,
                                     const T* __restrict__ g, T* __restrict__ gflow,
                                     stadv_ll N, stadv_ll C, stadv_ll H, stadv_ll W,
                                     stadv_ll border) {
-    const stadv_ll HW = H * W;
-    STADV_GRID_LOOP(i, N * HW) {
-        const stadv_ll n = i / HW;
-        const stadv_ll p = i - n * HW;
-        const stadv_ll h = p / W;
-        const stadv_ll w = p - h * W;
-        StadvSample<T> s;
-        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, H, W, border, s);
+    const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
+    STADV_GRID_LOOP(I, i, (I)N * HW) {
+        const I n = i / HW;
+        const I p = i - n * HW;
+        const I h = p / Wi;
+        const I w = p - h * Wi;
+        StadvSample<T, I> s;
+        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, (I)H, Wi, (I)border, s);
         T acc_u = (T)0, acc_v = (T)0;
-        for (stadv_ll c = 0; c < C; ++c) {
-            const stadv_ll base = (n * C + c) * HW;
+        for (I c = 0; c < Ci; ++c) {
+            const I base = (n * Ci + c) * HW;
             T x00, x01, x10, x11;
-            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
             const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
             const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
             const T gv = g[base + p];
@@ -205,29 +224,29 @@ __global__ void stadv_warp_vjp_flow(const T* __restrict__ x, const T* __restrict
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void stadv_warp_vjp_both(const T* __restrict__ x, const T* __restrict__ flow,
                                     const T* __restrict__ g, T* __restrict__ gx,
                                     T* __restrict__ gflow, stadv_ll N, stadv_ll C,
                                     stadv_ll H, stadv_ll W, stadv_ll border) {
-    const stadv_ll HW = H * W;
-    STADV_GRID_LOOP(i, N * HW) {
-        const stadv_ll n = i / HW;
-        const stadv_ll p = i - n * HW;
-        const stadv_ll h = p / W;
-        const stadv_ll w = p - h * W;
-        StadvSample<T> s;
-        stadv_sample<T>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, H, W, border, s);
+    const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
+    STADV_GRID_LOOP(I, i, (I)N * HW) {
+        const I n = i / HW;
+        const I p = i - n * HW;
+        const I h = p / Wi;
+        const I w = p - h * Wi;
+        StadvSample<T, I> s;
+        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
+                        h, w, (I)H, Wi, (I)border, s);
         const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
         const T w01 = ((T)1 - s.fr) * s.fc;
         const T w10 = s.fr * ((T)1 - s.fc);
         const T w11 = s.fr * s.fc;
         T acc_u = (T)0, acc_v = (T)0;
-        for (stadv_ll c = 0; c < C; ++c) {
-            const stadv_ll base = (n * C + c) * HW;
+        for (I c = 0; c < Ci; ++c) {
+            const I base = (n * Ci + c) * HW;
             T x00, x01, x10, x11;
-            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
             const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
             const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
             const T gv = g[base + p];
@@ -243,24 +262,24 @@ __global__ void stadv_warp_vjp_both(const T* __restrict__ x, const T* __restrict
     }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void stadv_tied_jacobian_diag(const T* __restrict__ x, const T* __restrict__ r,
                                          T* __restrict__ out, stadv_ll N, stadv_ll C,
                                          stadv_ll H, stadv_ll W, stadv_ll border,
                                          stadv_ll paper) {
-    const stadv_ll HW = H * W;
-    STADV_GRID_LOOP(i, N * HW) {
-        const stadv_ll n = i / HW;
-        const stadv_ll p = i - n * HW;
-        const stadv_ll h = p / W;
-        const stadv_ll w = p - h * W;
+    const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
+    STADV_GRID_LOOP(I, i, (I)N * HW) {
+        const I n = i / HW;
+        const I p = i - n * HW;
+        const I h = p / Wi;
+        const I w = p - h * Wi;
         const T rv = r[i];
-        StadvSample<T> s;
-        stadv_sample<T>(rv, rv, h, w, H, W, border, s);
-        for (stadv_ll c = 0; c < C; ++c) {
-            const stadv_ll base = (n * C + c) * HW;
+        StadvSample<T, I> s;
+        stadv_sample<T, I>(rv, rv, h, w, (I)H, Wi, (I)border, s);
+        for (I c = 0; c < Ci; ++c) {
+            const I base = (n * Ci + c) * HW;
             T x00, x01, x10, x11;
-            stadv_corners<T>(x + base, s, x00, x01, x10, x11);
+            stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
             const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
             const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
             out[base + p] = paper ? d_du : d_du + d_dv;

@@ -29,11 +29,13 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
     xp : module
         Array module of inputs and outputs (``cupy``; ``numpy`` in the CPU tests).
     launch : callable
-        ``launch(kernel_name, dtype, n_threads, args)`` runs the template
-        instance ``kernel_name<float|double>`` of :mod:`stadv_cupy._cuda_src`
-        over ``n_threads`` grid-stride iterations; ``args`` are ``xp`` arrays
-        and ``numpy.int64`` scalars in the kernel's parameter order. It must
-        not synchronise.
+        ``launch(kernel_name, dtype, n_threads, args, n_elements)`` runs a
+        template instance ``kernel_name<float|double, int|long long>`` of
+        :mod:`stadv_cupy._cuda_src` over ``n_threads`` grid-stride iterations;
+        ``args`` are ``xp`` arrays and ``numpy.int64`` scalars in the kernel's
+        parameter order; ``n_elements`` (the largest array's size) decides the
+        index type (:func:`stadv_cupy._cuda_src.index_type`). It must not
+        synchronise.
     cache : stadv_cupy._ops.DeviceCache
         Device cache of constant matrices.
     ops, sdp : module
@@ -53,36 +55,37 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
         return xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
 
     def _dims(x4):
+        """``(n_threads, kernel dims, n_elements)``; flows have 2 channels, images ``C``."""
         N, C, H, W = (int(s) for s in x4.shape)
-        return N * H * W, tuple(np.int64(v) for v in (N, C, H, W))
+        return N * H * W, tuple(np.int64(v) for v in (N, C, H, W)), N * max(C, 2) * H * W
 
     def warp(x, flow, padding):
         """Eq. (1). ``x (N,C,H,W)``, ``flow (N,2,H,W)`` -> ``(N,C,H,W)``."""
         x = _float(x)
         flow = _like(flow, x.dtype)
-        n, dims = _dims(x)
+        n, dims, ne = _dims(x)
         out = xp.empty_like(x)
-        launch("stadv_warp_fwd", x.dtype, n, (x, flow, out) + dims + (np.int64(PADDING_CODES[padding]),))
+        launch("stadv_warp_fwd", x.dtype, n, (x, flow, out) + dims + (np.int64(PADDING_CODES[padding]),), ne)
         return out
 
     def warp_vjp_x(flow, grad_out, padding):
         """Adjoint warp ``G(flow)^T grad_out`` (``atomicAdd`` scatter) -> ``(N,C,H,W)``."""
         g = _float(grad_out)
         flow = _like(flow, g.dtype)
-        n, dims = _dims(g)
+        n, dims, ne = _dims(g)
         gx = xp.zeros_like(g)
-        launch("stadv_warp_vjp_x", g.dtype, n, (flow, g, gx) + dims + (np.int64(PADDING_CODES[padding]),))
+        launch("stadv_warp_vjp_x", g.dtype, n, (flow, g, gx) + dims + (np.int64(PADDING_CODES[padding]),), ne)
         return gx
 
     def warp_vjp_flow(x, flow, grad_out, padding):
         """``sum_c grad_out * d warp / d (du, dv)`` (right derivatives) -> ``(N,2,H,W)``."""
         x = _float(x)
         flow, g = _like(flow, x.dtype), _like(grad_out, x.dtype)
-        n, dims = _dims(x)
+        n, dims, ne = _dims(x)
         N, _, H, W = x.shape
         gflow = xp.empty((N, 2, H, W), dtype=x.dtype)
         launch(
-            "stadv_warp_vjp_flow", x.dtype, n, (x, flow, g, gflow) + dims + (np.int64(PADDING_CODES[padding]),)
+            "stadv_warp_vjp_flow", x.dtype, n, (x, flow, g, gflow) + dims + (np.int64(PADDING_CODES[padding]),), ne
         )
         return gflow
 
@@ -94,7 +97,7 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
         """
         x = _float(x)
         flow, g = _like(flow, x.dtype), _like(grad_out, x.dtype)
-        n, dims = _dims(x)
+        n, dims, ne = _dims(x)
         N, _, H, W = x.shape
         gx = xp.zeros_like(x)
         gflow = xp.empty((N, 2, H, W), dtype=x.dtype)
@@ -103,6 +106,7 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
             x.dtype,
             n,
             (x, flow, g, gx, gflow) + dims + (np.int64(PADDING_CODES[padding]),),
+            ne,
         )
         return gx, gflow
 
@@ -110,13 +114,14 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
         """Diagonal of ``Dg`` for a tied flow ``r (N,H,W)`` ([E6]) -> ``(N,C,H,W)``."""
         x = _float(x)
         r = _like(r, x.dtype)
-        n, dims = _dims(x)
+        n, dims, ne = _dims(x)
         out = xp.empty_like(x)
         launch(
             "stadv_tied_jacobian_diag",
             x.dtype,
             n,
             (x, r, out) + dims + (np.int64(PADDING_CODES[padding]), np.int64(variant == "paper")),
+            ne,
         )
         return out
 
