@@ -28,9 +28,10 @@ Two optimisers minimise the same objective:
   whole batch and a per-example L-BFGS (two-loop recursion, per-example
   backtracking Armijo line search) in NumPy.
 
-Both keep, per image, the best point they evaluated: the successful one with the
-smallest objective if any (so an optimiser that oscillates across the decision
-boundary still reports its adversarial example), else the last iterate. The
+Both return, per image, the successful point with the smallest objective among
+all points they evaluated, if any (so an optimiser that oscillates across the
+decision boundary still reports its adversarial example), else the optimiser's
+final iterate. The
 objective and its gradient go through the public dispatched functions
 (:func:`~stadv_ref.warp`, :func:`~stadv_ref.warp_vjp_flow`,
 :meth:`~stadv_ref.OneHiddenLayerNet.input_gradient`, :func:`~stadv_ref.stadv_flow_loss`),
@@ -275,7 +276,7 @@ class StadvResult:
 
 
 class _Best:
-    """Per-image best evaluated point: successful with the lowest objective, else the latest."""
+    """Per image, the successful evaluated point with the lowest objective (if any)."""
 
     def __init__(self, n, shape):
         self.flow = np.zeros((n,) + shape)
@@ -283,13 +284,17 @@ class _Best:
         self.ok = np.zeros(n, dtype=bool)
 
     def update(self, idx, flow, out):
-        obj, ok = out["objective"], out["success"]
-        better = (ok & (~self.ok[idx] | (obj < self.obj[idx])))
-        better |= ~ok & ~self.ok[idx]  # nothing successful yet: keep the latest point
+        better = out["success"] & (out["objective"] < self.obj[idx])
         j = idx[better]
         self.flow[j] = flow[better]
-        self.obj[j] = obj[better]
-        self.ok[j] = ok[better]
+        self.obj[j] = out["objective"][better]
+        self.ok[j] = True
+
+    def result(self, final_flow):
+        """Best successful point where there is one, else the optimiser's final iterate."""
+        out = final_flow.copy()
+        out[self.ok] = self.flow[self.ok]
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -302,6 +307,7 @@ def _reference_lbfgsb(obj, max_iter, memory, progress):
 
     N, _, H, W = obj.shape
     best = _Best(N, (2, H, W))
+    final = np.zeros((N, 2, H, W))
     n_iter = np.zeros(N, dtype=np.int64)
     n_eval = np.zeros(N, dtype=np.int64)
     for i in tqdm(range(N), desc="stAdv L-BFGS-B", disable=not progress, leave=False):
@@ -316,7 +322,8 @@ def _reference_lbfgsb(obj, max_iter, memory, progress):
         res = minimize(fun, np.zeros(2 * H * W), jac=True, method="L-BFGS-B",
                        options={"maxiter": max_iter, "maxcor": memory})
         n_iter[i], n_eval[i] = res.nit, res.nfev
-    return best.flow, n_iter, n_eval
+        final[i] = res.x.reshape(2, H, W)
+    return best.result(final), n_iter, n_eval
 
 
 def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_ls=20, c1=1e-4):
@@ -432,7 +439,7 @@ def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_
         active[a_idx[~accepted]] = False  # line search failed
         if progress:
             bar.set_postfix(running=int(active.sum()), success=f"{best.ok.mean():.3f}")
-    return best.flow, n_iter, n_eval
+    return best.result(x.reshape(obj.shape)), n_iter, n_eval
 
 
 # ---------------------------------------------------------------------------
