@@ -36,7 +36,7 @@ ENV_VAR = "STADV_BACKEND"
 
 _INSTALL_HINTS = {
     "numba": 'pip install "stadv-ref[numba]"',
-    "cupy": 'pip install "stadv-ref[cupy]" (needs an NVIDIA GPU with CUDA 12)',
+    "cupy": 'pip install "stadv-ref[cupy]" (CUDA 12) or "stadv-ref[cupy13]" (CUDA 13); needs an NVIDIA GPU',
 }
 
 _current = contextvars.ContextVar("stadv_backend", default=None)
