@@ -98,7 +98,7 @@ def warp_vjp_x(flow, grad_out, padding):
     dt = _float_dtype(grad_out)
     N, C, H, W = grad_out.shape
     cg, rg, one = _grid(H, W, dt)
-    out = np.zeros((N, C, H, W), dtype=dt)
+    out = np.empty((N, C, H, W), dtype=dt)
     _warp.warp_vjp_x_kernel(
         _flat(flow, dt), _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one,
         _border(padding), out.reshape(N * C, H * W),
@@ -131,7 +131,7 @@ def warp_vjp_both(x, flow, grad_out, padding):
     if N < numba.get_num_threads():
         return warp_vjp_x(flow, grad_out, padding), warp_vjp_flow(x, flow, grad_out, padding)
     cg, rg, one = _grid(H, W, dt)
-    gx = np.zeros((N, C, H, W), dtype=dt)
+    gx = np.empty((N, C, H, W), dtype=dt)
     gflow = np.empty((N, 2, H, W), dtype=dt)
     _warp.warp_vjp_both_kernel(
         _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt),

@@ -92,10 +92,10 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt):
         c1 = min(max(c1, 0), W - 1)
         r0 = min(max(r0, 0), H - 1) * W
         r1 = min(max(r1, 0), H - 1) * W
-        K[0, j] = r0 + c0
-        K[1, j] = r0 + c1
-        K[2, j] = r1 + c0
-        K[3, j] = r1 + c1
+        K[0, j] = np.uint64(r0 + c0)  # unsigned: no wraparound code at the gathers
+        K[1, j] = np.uint64(r0 + c1)
+        K[2, j] = np.uint64(r1 + c0)
+        K[3, j] = np.uint64(r1 + c1)
         gr = one - fr
         gc = one - fc
         m00 = mr0 * mc0
@@ -175,7 +175,7 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
     nb = (HW + BLOCK - 1) // BLOCK
     T = N * nb
     for ch in prange(nchunks):
-        K = np.empty((4, BLOCK), dtype=np.int64)
+        K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
             n = t // nb
@@ -195,7 +195,7 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
     nb = (HW + BLOCK - 1) // BLOCK
     T = N * nb
     for ch in prange(nchunks):
-        K = np.empty((4, BLOCK), dtype=np.int64)
+        K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         S = np.zeros((2, BLOCK), dtype=cg.dtype)
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
@@ -210,18 +210,18 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
 
 @njit(parallel=True, **_OPTS)
 def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, gxf):
-    """Adjoint warp ``G(flow)^T g`` (scatter-add) on flat planes; parallel over (image, channel) planes.
-
-    ``gxf`` must be zero on entry.
-    """
+    """Adjoint warp ``G(flow)^T g`` (scatter-add) on flat planes; parallel over (image, channel) planes."""
     N = flf.shape[0]
     C = gf.shape[0] // N
     HW = H * W
     nb = (HW + BLOCK - 1) // BLOCK
+    zero = one - one
     for p in prange(N * C):
         n = p // C
-        K = np.empty((4, BLOCK), dtype=np.int64)
+        K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
+        for k in range(HW):
+            gxf[p, k] = zero
         for b in range(nb):
             k0 = b * BLOCK
             L = min(BLOCK, HW - k0)
@@ -231,18 +231,19 @@ def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, gxf):
 
 @njit(parallel=True, **_OPTS)
 def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, gxf, gflf):
-    """Both VJPs in one pass over the pixels; parallel over images (race-free scatter).
-
-    ``gxf`` must be zero on entry.
-    """
+    """Both VJPs in one pass over the pixels; parallel over images (race-free scatter)."""
     N = flf.shape[0]
     C = xf.shape[0] // N
     HW = H * W
     nb = (HW + BLOCK - 1) // BLOCK
+    zero = one - one
     for n in prange(N):
-        K = np.empty((4, BLOCK), dtype=np.int64)
+        K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         S = np.zeros((2, BLOCK), dtype=cg.dtype)
+        for p in range(n * C, (n + 1) * C):
+            for k in range(HW):
+                gxf[p, k] = zero
         for b in range(nb):
             k0 = b * BLOCK
             L = min(BLOCK, HW - k0)
@@ -265,7 +266,7 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
     nb = (HW + BLOCK - 1) // BLOCK
     T = N * nb
     for ch in prange(nchunks):
-        K = np.empty((4, BLOCK), dtype=np.int64)
+        K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         S = np.zeros((2, BLOCK), dtype=cg.dtype)
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):

@@ -1,0 +1,306 @@
+"""Benchmark of the warp of Eq. (1), forward and forward+backward, on the CPU.
+
+Side by side in one run (the peers are measured in the same process, results
+are reported as ratios ``peer time / numba time``):
+
+* ``numba``: :mod:`stadv_numba` -- ``warp`` and the fused ``warp_vjp_both``
+  (gradients w.r.t. ``x`` and the flow);
+* ``numpy``: the NumPy reference kernels of :mod:`stadv_ref.transform`;
+* ``scipy``: ``scipy.ndimage.map_coordinates(order=1, mode="grid-constant")``
+  per image and channel (forward only; it has no gradient);
+* ``torch``: ``torch.nn.functional.grid_sample(align_corners=True)`` on the CPU,
+  forward+backward with autograd (gradients w.r.t. the input and the grid),
+  when torch is installed (optional, never a dependency). The normalised grid
+  is built outside the timed region, which favours torch. Torch uses as many
+  threads as Numba.
+
+Cases: 1,000 28x28 single-channel images and 16 3x224x224 images, zero
+padding, flows ``N(0, 1)`` pixels (stAdv-sized). Each timing is the median of
+several repeats (other processes share the machine; the load average is
+recorded). Effective bandwidth counts the bytes each pass must move at least
+(forward: read ``x``, flow, write the output; backward: read ``x``, flow, the
+output cotangent, write both gradients) and is compared with a NumPy copy of a
+256 MiB array (read + write) measured in the same run.
+
+Run ``python benchmarks/bench_warp.py`` (``--quick`` for a smoke run); writes
+``benchmarks/results/warp_cpu.json`` and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.ndimage as ndi
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "warp_cpu.json"
+CASES = {"mnist": (1000, 1, 28, 28), "imagenet": (16, 3, 224, 224)}
+PADDING = "zeros"
+
+
+def _median_time(fn, repeats, min_time=0.0):
+    """Median wall time of ``fn()`` over ``repeats`` runs (after one warm-up call)."""
+    fn()
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - t_start < min_time and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def copy_bandwidth(repeats, nbytes=256 * 2**20):
+    """GB/s of ``np.copyto`` on a large float32 array, counting read + write."""
+    a = np.ones(nbytes // 4, dtype=np.float32)
+    b = np.empty_like(a)
+    t, _ = _median_time(lambda: np.copyto(b, a), repeats)
+    return 2 * a.nbytes / t / 1e9
+
+
+def _scipy_warp(x, flow):
+    N, C, H, W = x.shape
+    rows, cols = np.meshgrid(np.arange(H, dtype=x.dtype), np.arange(W, dtype=x.dtype), indexing="ij")
+    out = np.empty_like(x)
+    for n in range(N):
+        coords = np.stack([rows + flow[n, 1], cols + flow[n, 0]])
+        for c in range(C):
+            out[n, c] = ndi.map_coordinates(x[n, c], coords, order=1, mode="grid-constant")
+    return out
+
+
+def _torch_fns(x, flow, g, threads):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    N, C, H, W = x.shape
+    xt = torch.from_numpy(x)
+    gt = torch.from_numpy(g)
+    rows = np.arange(H, dtype=x.dtype)[:, None] + flow[:, 1]
+    cols = np.arange(W, dtype=x.dtype)[None, :] + flow[:, 0]
+    # align_corners=True: -1 and 1 are the centres of the first and last pixels
+    grid = np.stack([2 * cols / (W - 1) - 1, 2 * rows / (H - 1) - 1], axis=-1)
+    gridt = torch.from_numpy(np.ascontiguousarray(grid))
+
+    def fwd():
+        with torch.no_grad():
+            return F.grid_sample(xt, gridt, mode="bilinear", padding_mode=PADDING, align_corners=True)
+
+    xr = xt.clone().requires_grad_(True)
+    gr = gridt.clone().requires_grad_(True)
+
+    def fwd_bwd():
+        xr.grad = None
+        gr.grad = None
+        out = F.grid_sample(xr, gr, mode="bilinear", padding_mode=PADDING, align_corners=True)
+        out.backward(gt)
+        return out, xr.grad, gr.grad
+
+    def grads_in_pixels():
+        out, gx, ggrid = fwd_bwd()
+        gflow = np.stack(
+            [ggrid[..., 0].numpy() * 2 / (W - 1), ggrid[..., 1].numpy() * 2 / (H - 1)], axis=1
+        )
+        return out.detach().numpy(), gx.numpy(), gflow
+
+    return fwd, fwd_bwd, grads_in_pixels, torch.__version__
+
+
+def bench_case(name, shape, dtype, repeats, threads, rng, with_torch=True, log=print):
+    """Time every method on one case; return a dict of medians, ratios and bandwidths."""
+    import stadv_numba
+    from stadv_ref import transform as T
+
+    N, C, H, W = shape
+    x = rng.uniform(0, 1, shape).astype(dtype)
+    flow = rng.standard_normal((N, 2, H, W)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    nb = stadv_numba.backend
+
+    def numba_fwd():
+        return nb.warp(x, flow, PADDING)
+
+    def numba_fwd_bwd():
+        out = nb.warp(x, flow, PADDING)
+        gx, gflow = nb.warp_vjp_both(x, flow, g, PADDING)
+        return out, gx, gflow
+
+    def numpy_fwd():
+        return T.warp_reference(x, flow, PADDING)
+
+    def numpy_fwd_bwd():
+        out = T.warp_reference(x, flow, PADDING)
+        return out, T.warp_vjp_x_reference(flow, g, PADDING), T.warp_vjp_flow_reference(x, flow, g, PADDING)
+
+    # correctness of what is timed (against the reference, and torch against us)
+    out_nb, gx_nb, gf_nb = numba_fwd_bwd()
+    out_np, gx_np, gf_np = numpy_fwd_bwd()
+    check = {
+        "numba_vs_numpy_max_abs": float(
+            max(np.abs(out_nb - out_np).max(), np.abs(gx_nb - gx_np).max(), np.abs(gf_nb - gf_np).max())
+        ),
+        "scipy_vs_numpy_max_abs": float(np.abs(_scipy_warp(x, flow) - out_np).max()),
+    }
+
+    methods = {
+        ("numba", "forward"): numba_fwd,
+        ("numba", "forward+backward"): numba_fwd_bwd,
+        ("numpy", "forward"): numpy_fwd,
+        ("numpy", "forward+backward"): numpy_fwd_bwd,
+        ("scipy", "forward"): lambda: _scipy_warp(x, flow),
+    }
+    torch_version = None
+    if with_torch:
+        try:
+            t_fwd, t_fwd_bwd, t_grads, torch_version = _torch_fns(x, flow, g, threads)
+        except ImportError:
+            t_fwd = None
+        if t_fwd is not None:
+            methods[("torch", "forward")] = t_fwd
+            methods[("torch", "forward+backward")] = t_fwd_bwd
+            o, gx, gf = t_grads()
+            check["torch_vs_numba_max_abs"] = float(
+                max(np.abs(o - out_nb).max(), np.abs(gx - gx_nb).max(), np.abs(gf - gf_nb).max())
+            )
+
+    times = {}
+    for (lib, op), fn in methods.items():
+        slow = lib in ("numpy", "scipy")
+        reps = max(3, repeats // 3) if slow else repeats
+        med, all_t = _median_time(fn, reps, min_time=0.0 if slow else 0.5)
+        times.setdefault(lib, {})[op] = {"median_s": med, "runs": len(all_t)}
+        log(f"  {name:9s} {lib:6s} {op:17s} {med * 1e3:9.2f} ms  ({len(all_t)} runs)")
+
+    item = np.dtype(dtype).itemsize
+    img = N * C * H * W * item
+    flw = N * 2 * H * W * item
+    bytes_moved = {"forward": 2 * img + flw, "forward+backward": (2 * img + flw) + (4 * img + 2 * flw)}
+    result = {"shape": list(shape), "dtype": np.dtype(dtype).name, "times": times, "check": check}
+    ratios = {}
+    for op in ("forward", "forward+backward"):
+        base = times["numba"][op]["median_s"]
+        ratios[op] = {lib: times[lib][op]["median_s"] / base for lib in times if lib != "numba" and op in times[lib]}
+    result["speedup_of_numba"] = ratios
+    result["effective_GBps"] = {op: bytes_moved[op] / times["numba"][op]["median_s"] / 1e9 for op in bytes_moved}
+    result["bytes_moved"] = bytes_moved
+    result["torch_version"] = torch_version
+    return result
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def markdown_table(res):
+    """The README table: times and ratios ``peer / numba`` (higher = numba faster)."""
+    bw = res["copy_bandwidth_GBps"]
+    lines = [
+        f"dtype {res['dtype']}, {res['threads']} threads, {res['cpu']}, "
+        f"load average {res['loadavg_start'][0]:.2f} (start) / {res['loadavg_end'][0]:.2f} (end); "
+        f"NumPy copy bandwidth {bw:.1f} GB/s.",
+        "",
+        "| case | pass | numba | vs NumPy ref | vs scipy map_coordinates | vs torch grid_sample | numba GB/s (% of copy) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, case in res["cases"].items():
+        label = {"mnist": "1000x1x28x28", "imagenet": "16x3x224x224"}.get(name, name)
+        for op in ("forward", "forward+backward"):
+            t = case["times"]["numba"][op]["median_s"]
+            r = case["speedup_of_numba"][op]
+            fmt = lambda lib: f"{r[lib]:.1f}x" if lib in r else "-"  # noqa: E731
+            gbps = case["effective_GBps"][op]
+            lines.append(
+                f"| {label} | {op} | {t * 1e3:.2f} ms | {fmt('numpy')} | {fmt('scipy')} | {fmt('torch')} "
+                f"| {gbps:.1f} ({100 * gbps / bw:.0f}%) |"
+            )
+    lines.append("")
+    lines.append("Ratios are peer time / numba time in the same run (median of repeats).")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
+    ap.add_argument("--quick", action="store_true", help="few repeats, smaller cases (smoke run)")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
+    args = ap.parse_args(argv)
+
+    import numba
+
+    threads = numba.get_num_threads()
+    repeats = 3 if args.quick else args.repeats
+    cases = {"mnist": (100, 1, 28, 28), "imagenet": (2, 3, 224, 224)} if args.quick else CASES
+    rng = np.random.default_rng(0)
+    res = {
+        "benchmark": "warp (Eq. 1) forward and forward+backward, CPU",
+        "dtype": args.dtype,
+        "padding": PADDING,
+        "flow": "standard normal, pixels",
+        "quick": args.quick,
+        "threads": threads,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
+        "versions": {
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "numba": numba.__version__,
+        },
+    }
+    res["copy_bandwidth_GBps"] = copy_bandwidth(repeats=max(5, repeats // 2))
+    print(f"copy bandwidth {res['copy_bandwidth_GBps']:.1f} GB/s, {threads} threads", flush=True)
+    res["cases"] = {}
+    for name, shape in cases.items():
+        res["cases"][name] = bench_case(
+            name, shape, np.dtype(args.dtype), repeats, threads, rng, with_torch=not args.no_torch,
+            log=lambda s: print(s, flush=True),
+        )
+        tv = res["cases"][name].pop("torch_version")
+        if tv:
+            res["versions"]["torch"] = tv
+    res["loadavg_end"] = list(os.getloadavg())
+    big = res["cases"]["imagenet"]
+    targets = {}
+    if "torch" in big["speedup_of_numba"]["forward+backward"]:
+        targets["fwd_bwd_vs_torch_min_ratio"] = min(
+            c["speedup_of_numba"]["forward+backward"]["torch"] for c in res["cases"].values()
+        )
+        targets["fwd_bwd_vs_torch_ge_1.5"] = targets["fwd_bwd_vs_torch_min_ratio"] >= 1.5
+    for op in ("forward", "forward+backward"):
+        frac = big["effective_GBps"][op] / res["copy_bandwidth_GBps"]
+        targets[f"large_{op}_fraction_of_copy_bw"] = frac
+    targets["large_fraction_of_copy_bw_ge_0.4"] = (
+        targets["large_forward+backward_fraction_of_copy_bw"] >= 0.4
+    )
+    res["targets"] = targets
+    table = markdown_table(res)
+    res["markdown"] = table
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print()
+    print(table)
+    print()
+    print("targets:", json.dumps(targets, indent=2))
+    print(f"wrote {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
