@@ -176,13 +176,14 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
                 f"(exact {sub.exact_loss:.6g}), a feasible untied flow"
             )
     cycles = []
+    outcomes = {"fixed_point": 0, "cycle": 0, "cap": 0}
     converged, n_outer = False, 0
     runs = []
     if algorithm:
         _, _, x_start, f_start, _ = rec.best
         conv, k = run_alternating(
             rec, x_start.copy(), f_start.copy(), restart=0, max_iter=max_iter, max_x_iter=max_x_iter,
-            tol=tol, cycles=cycles, progress=progress, desc=f"{method} eps={eps:.3g}",
+            tol=tol, cycles=cycles, progress=progress, desc=f"{method} eps={eps:.3g}", outcomes=outcomes,
         )
         runs.append((0, conv))
         n_outer += k
@@ -195,7 +196,7 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
         if algorithm:
             conv, k = run_alternating(
                 rec, xr, fr, restart=j, max_iter=max_iter, max_x_iter=max_x_iter, tol=tol,
-                cycles=cycles, progress=progress, desc=f"{method} restart {j}",
+                cycles=cycles, progress=progress, desc=f"{method} restart {j}", outcomes=outcomes,
             )
             runs.append((j, conv))
             n_outer += k
@@ -212,7 +213,8 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
         x=bx, flow=f_best.copy(), eps=eps, exact_loss=best_exact, linearized_loss=h["linearized_loss"],
         midpoint_loss=h["midpoint_loss"], theorem_value=theorem_value, theorem_exact_loss=theorem_exact,
         init_exact_loss=init_exact, flow_norm=h["flow_norm"], x_inf_norm=float(np.abs(bx).max()),
-        cycle_detected=bool(cycles), cycles=cycles, converged=converged, n_outer=n_outer,
+        cycle_detected=bool(cycles), cycles=cycles, x_loop_outcomes=outcomes, converged=converged,
+        n_outer=n_outer,
         history=rec.history, best_step=best_step, classes=classes, y=getattr(obj, "y", None), tied=tied,
         jacobian=jacobian, n=n, method=method, init_x=init_x, init_flow=init_flow, notes=notes,
         labels=dict(LABELS),

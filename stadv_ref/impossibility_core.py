@@ -99,6 +99,9 @@ class LowerBoundResult:
         ``||x*||_inf``; ``<= 1``.
     cycle_detected : bool
         Whether any x-update loop revisited a sign pattern ([E10]).
+    x_loop_outcomes : dict
+        How the x-update loops ended: ``fixed_point``, ``cycle`` or ``cap`` (the cap
+        ``max_x_iter`` was reached with every pattern new), counted over all runs.
     cycles : list of dict
         One entry per detected cycle: ``restart``, ``outer``, ``inner``, ``period``.
     converged : bool
@@ -109,7 +112,8 @@ class LowerBoundResult:
     history : list of dict
         Every evaluated iterate in order: ``step``, ``restart``, ``outer``, ``inner``,
         ``kind`` (``"init"``, ``"x"``, ``"r"``), ``exact_loss``, ``midpoint_loss``,
-        ``linearized_loss``, ``flow_norm``, ``pair`` and ``x_hash``; with
+        ``linearized_loss``, ``flow_norm``, ``pair``, ``step_pair`` (the pair the step
+        used), ``x_hash`` and ``n_flips`` (entries of ``x`` changed by an x-update); with
         ``store_iterates`` also ``x`` and ``flow`` arrays.
     best_step : int
         Index in ``history`` of the returned pair.
@@ -146,6 +150,7 @@ class LowerBoundResult:
     x_inf_norm: float
     cycle_detected: bool
     cycles: list
+    x_loop_outcomes: dict
     converged: bool
     n_outer: int
     history: list
@@ -460,7 +465,7 @@ class Recorder:
             h["step_pair"] = None if self.obj.pair is None else list(self.obj.pair)
         return h
 
-    def record(self, x, flow2, kind, restart, outer, inner):
+    def record(self, x, flow2, kind, restart, outer, inner, n_flips=None):
         obj = self.obj
         exact, classes = obj.exact(x, flow2)
         mid = lin = None
@@ -480,6 +485,7 @@ class Recorder:
             "pair": None if classes is None else list(classes),
             "step_pair": None if obj.pair is None else list(obj.pair),
             "x_hash": _hash(x),
+            "n_flips": n_flips,
         }
         if self.store:
             entry["x"] = x.copy()
@@ -490,11 +496,17 @@ class Recorder:
         return exact
 
 
-def run_alternating(rec, x, flow2, *, restart, max_iter, max_x_iter, tol, cycles, progress, desc):
+def run_alternating(rec, x, flow2, *, restart, max_iter, max_x_iter, tol, cycles, progress, desc,
+                    outcomes=None):
     """Alternate x-updates (inner loop, cycle detection) and r-updates (Eq. (8)/(14)).
+
+    ``outcomes`` (dict) counts how each x-update loop ended: ``fixed_point``, ``cycle``
+    or ``cap`` (``max_x_iter`` reached without repeating a pattern).
 
     Returns ``(converged, n_outer)``.
     """
+    if outcomes is None:
+        outcomes = {}
     obj, eps, n, tied, jac = rec.obj, rec.eps, rec.n, rec.tied, rec.jacobian
     seen_states = {(_hash(x), _hash(np.round(flow2 / max(eps, 1e-300), 10)))}
     converged = False
@@ -505,11 +517,13 @@ def run_alternating(rec, x, flow2, *, restart, max_iter, max_x_iter, tol, cycles
         order = [_hash(x)]
         states = {order[0]: (x.copy(), None)}
         x_moved = False
+        outcome = "cap"
         for inner in range(max_x_iter):
             obj.select(_np(warp(x[None], flow2[None]))[0])
             alpha, _, _ = probe(obj, x, flow2, n, tied, jac)
             x_new = np.where(alpha > 0, 1.0, np.where(alpha < 0, -1.0, x))
             if np.array_equal(x_new, x):
+                outcome = "fixed_point"
                 break
             key = _hash(x_new)
             if key in states:  # [E10]: the sign update revisited a pattern
@@ -521,12 +535,15 @@ def run_alternating(rec, x, flow2, *, restart, max_iter, max_x_iter, tol, cycles
                 vals = [c[1] if c[1] is not None else obj.exact(c[0], flow2)[0] for c in cands]
                 x = cands[int(np.argmax(vals))][0].copy()
                 x_moved = True
+                outcome = "cycle"
                 break
+            n_flips = int((x_new != x).sum())
             x = x_new
             x_moved = True
-            val = rec.record(x, flow2, "x", restart, outer, inner)
+            val = rec.record(x, flow2, "x", restart, outer, inner, n_flips=n_flips)
             order.append(key)
             states[key] = (x.copy(), val)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
         # -- refinement of r (line 8), Eq. (8)/(14)
         obj.select(_np(warp(x[None], flow2[None]))[0])
         _, s, _ = probe(obj, x, flow2, n, tied, jac, want_alpha=False)

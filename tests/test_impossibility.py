@@ -196,6 +196,8 @@ def test_cycle_detected_on_absolute_value_network():
     assert len(xs) == 2 and np.array_equal(xs[1], -xs[0])
     assert np.sign(w @ xs[0].ravel()) == -np.sign(w @ xs[1].ravel())
     assert any("[E10]" in n for n in res.notes)
+    assert res.x_loop_outcomes["cycle"] >= 1
+    assert sum(res.x_loop_outcomes.values()) == res.n_outer
     _check_feasible(res)
 
 
@@ -346,6 +348,8 @@ def test_algorithm2_feasible_exact_and_monotone(flow):
         assert res.exact_loss == pytest.approx(exact, rel=1e-12, abs=1e-12)
         assert res.exact_loss >= res.init_exact_loss >= res.theorem_exact_loss
         assert res.method == "algorithm2"
+        # Eq. (13)'s coefficients do not depend on x: every x-loop ends at a fixed point
+        assert res.x_loop_outcomes["fixed_point"] == res.n_outer
         # the true loss of a linear f is bounded: |v^T (g - x)| <= 2 ||v||_1 for ||x||_inf <= 1
         assert abs(res.exact_loss) <= 2 * np.abs(v).sum()
 
