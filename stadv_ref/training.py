@@ -14,7 +14,11 @@ unless stated; EQUATIONS.md, "Experiments"):
          hidden units that predicts an affine map (default) or a flow field;
          trained jointly. The deployed network is the classifier alone.
 ``at``   cross-entropy + ``0.3`` x cross-entropy on a pool of stAdv adversarial
-         examples (``tau = 0.05``) regenerated every 3 epochs.
+         examples (``tau = 0.05``) regenerated every 3 epochs. The first pool is
+         made after ``at_warmup = 1`` clean epoch (a pool made against the random
+         initialisation would not be adversarial for the trained network), then
+         at epochs 1, 4, 7, ...; ``at_pool_size`` (10,000) random training images
+         are attacked with the batched stAdv (``at_max_iter = 50`` L-BFGS steps).
 ``sdp``  multi-class hinge loss + the dual-SDP certificate of Raghunathan et al.
          (2018) for every class pair (Section 4.1, appendix 6.7), trained jointly
          over ``W``, ``V`` and the dual variables ``c``.
@@ -83,6 +87,7 @@ DEFAULTS = {
     "at_weight": 0.3,
     "at_tau": 0.05,
     "at_every": 3,
+    "at_warmup": 1,
     "at_pool_size": 10000,
     "at_max_iter": 50,
     # sdp
@@ -355,7 +360,9 @@ class TrainResult:
     net : OneHiddenLayerNet
         The deployed classifier (for ``stn``: without the transformer).
     history : dict of ndarray
-        Per-epoch ``loss`` (total), ``data_loss``, ``reg`` and ``train_acc``.
+        Per-epoch means over the steps: ``loss`` (total), ``data_loss`` (loss on
+        the clean batch), ``reg`` (the regulariser; for ``at`` the weighted loss
+        on the adversarial pool) and ``train_acc`` (clean batch accuracy).
     settings : dict
         Every setting used (JSON-serialisable).
     extras : dict of ndarray
@@ -391,6 +398,7 @@ def _settings(variant, hidden, epochs, batch_size, seed, options):
               "momentum", "init_scale"):
         s[k] = check_budget(k, s[k])
     check_budget("sdp_eps", s["sdp_eps"], allow_zero=False)
+    s["at_warmup"] = check_positive_int("at_warmup", s["at_warmup"], minimum=0)
     for k in ("spe_power_iters", "stn_hidden", "at_every", "at_pool_size", "at_max_iter", "sdp_pairs_per_step",
               "sdp_every"):
         s[k] = check_positive_int(k, s[k])
@@ -565,8 +573,10 @@ class _Trainer:
             la, da = cross_entropy_loss(outa, ya)
             da *= s["at_weight"]
             _backward(p, Xa, Za, Ha, da, grads)
-            loss += s["at_weight"] * la
-        reg = self._regulariser(grads)
+            at_term = s["at_weight"] * la
+        else:
+            at_term = 0.0
+        reg = self._regulariser(grads) + at_term
         return loss, reg, acc, grads
 
     def _apply(self, grads):
@@ -612,7 +622,8 @@ class _Trainer:
         from tqdm.auto import tqdm
 
         s = self.s
-        if s["variant"] == "at" and self.epoch % s["at_every"] == 0:
+        e = self.epoch - s["at_warmup"]
+        if s["variant"] == "at" and e >= 0 and e % s["at_every"] == 0:
             self._regenerate_pool()
         n = self.X.shape[0]
         perm = self.rng.permutation(n)
