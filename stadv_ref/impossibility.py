@@ -46,6 +46,7 @@ from .impossibility_core import (
     MulticlassObjective,
     NetObjective,
     Recorder,
+    _feasible,
     _np,
     run_alternating,
     theorem_flow,
@@ -161,6 +162,9 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
     rec = Recorder(obj, eps, n, tied, jacobian, store_iterates, record_estimates)
     obj.select(x_init)  # r = 0: the adversarial input is x itself
     flow2, theorem_value = theorem_flow(obj, x_init, eps, tied)
+    # Eq. (6)/(12) puts r* on the boundary ||M r*|| = eps; rounding can leave it an ulp
+    # outside, so every initial pair is made feasible before its exact loss is recorded
+    flow2, _ = _feasible(flow2, eps, tied)
     theorem_exact = rec.record(x_init, flow2, "init", 0, None, None)
     init_x, init_flow = x_init.copy(), (flow2[0] if tied else flow2).copy()
     if not tied:
@@ -170,7 +174,8 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
         )
         if tied_sub is not None:
             sub = tied_sub(eps / np.sqrt(2.0))
-            rec.record(sub.x, np.stack([sub.flow, sub.flow]), "init", 0, None, None)
+            sub_flow2, _ = _feasible(np.stack([sub.flow, sub.flow]), eps, tied)
+            rec.record(sub.x, sub_flow2, "init", 0, None, None)
             notes.append(
                 f"untied run started from the tied {sub.method} result at eps/sqrt(2) "
                 f"(exact {sub.exact_loss:.6g}), a feasible untied flow"
@@ -192,6 +197,7 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
         xr = rng.choice([-1.0, 1.0], size=x_init.shape)
         obj.select(xr)
         fr, _ = theorem_flow(obj, xr, eps, tied)
+        fr, _ = _feasible(fr, eps, tied)
         rec.record(xr, fr, "init", j, None, None)
         if algorithm:
             conv, k = run_alternating(

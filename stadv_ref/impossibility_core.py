@@ -224,18 +224,28 @@ def ellipsoid_argmax(s, eps):
 
 
 def _feasible(flow2, eps, tied):
-    """Rescale a flow whose budget norm exceeds ``eps`` by rounding; return (flow, norm)."""
-    f = flow2[0] if tied else flow2
-    nrm = float(_np(smoothness_norm(f[None]))[0])
+    """Rescale a flow whose budget norm (Eq. (3)) exceeds ``eps`` by rounding; return (flow, norm).
+
+    The returned ``norm`` is the computed ``||M r||`` of the returned flow and is
+    ``<= eps`` (the flow is shrunk by a few ulps at a time until the computed norm
+    passes; as a last resort it is set to 0, which is always feasible).
+    """
+    def norm(fl):
+        f = fl[0] if tied else fl
+        return float(_np(smoothness_norm(f[None]))[0])
+
+    nrm = norm(flow2)
     if nrm > eps:
-        scale = eps / nrm if nrm > 0 else 0.0
-        flow2 = flow2 * scale
-        f = flow2[0] if tied else flow2
-        nrm = float(_np(smoothness_norm(f[None]))[0])
-        if nrm > eps:  # last ulp: shrink a hair more
-            flow2 = flow2 * (1 - 1e-15)
-            f = flow2[0] if tied else flow2
-            nrm = float(_np(smoothness_norm(f[None]))[0])
+        flow2 = flow2 * (eps / nrm if nrm > 0 else 0.0)
+        nrm = norm(flow2)
+        shrink = 1e-15
+        while nrm > eps and shrink < 1e-6:  # last ulps: shrink a hair more
+            flow2 = flow2 * (1 - shrink)
+            nrm = norm(flow2)
+            shrink *= 4
+        if nrm > eps:  # pragma: no cover - a norm off by more than 1e-6 relative
+            flow2 = np.zeros_like(flow2)
+            nrm = norm(flow2)
     return flow2, nrm
 
 
