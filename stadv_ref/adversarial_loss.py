@@ -13,6 +13,8 @@ margin ``f_i - f_y`` of the class pair (appendix 6.6).
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._validate import as_float_array, check_choice, check_positive_int
@@ -96,7 +98,11 @@ def adv_loss_exact(net, x, flow, *, classes=None, padding="zeros"):
 
 
 def flow_gradient(net, x, flow, *, classes=None, padding="zeros"):
-    """Gradient of ``f(g(flow; x))`` w.r.t. the flow, shape (N, 2, H, W)."""
+    """Gradient of ``f(g(flow; x))`` w.r.t. the flow, shape (N, 2, H, W): the integrand of Eq. (4).
+
+    ``grad_flow f(g) = Dg(flow; x)^T grad f(g(flow; x))`` (Eqs. (1), (5)); right derivatives at
+    integer sampling positions (see :mod:`stadv_ref.transform`).
+    """
     f = binary_view(net, classes)
     check_choice("padding", padding, PADDINGS)
     x, flow = _images_and_flow(f, x, flow)
@@ -159,7 +165,10 @@ def adv_loss_linearized(net, x, r, *, classes=None):
     the true value. Hidden biases ``b`` enter ``dsigma(W x + b)``.
     """
     f = binary_view(net, classes)
+    r = as_float_array("r", r, ndim=3, dtype=np.float64)
     x, flow = _images_and_flow(f, x, r)
+    if r.shape != (x.shape[0],) + tuple(f.image_shape):
+        raise ValueError(f"r must be a tied flow of shape {(x.shape[0],) + tuple(f.image_shape)}, got {r.shape}")
     X = x.reshape(x.shape[0], -1)
     R = flow[:, 0].reshape(x.shape[0], -1)
     ds = relu_derivative(X @ f.W.T + f.b)
@@ -193,7 +202,7 @@ def adv_loss_first_order(net, x, flow, *, classes=None, padding="zeros"):
 
 
 def cw_margin(net, X, y, kappa=0.0):
-    """Carlini-Wagner margin ``max_{i != y} f_i(x) - f_y(x)`` (clipped below at ``-kappa``).
+    """Carlini-Wagner margin ``max_{i != y} f_i(x) - f_y(x)`` (clipped below at ``-kappa``), appendix 6.6.
 
     Parameters
     ----------
@@ -202,6 +211,7 @@ def cw_margin(net, X, y, kappa=0.0):
     X : array_like, shape (N, d) or (N, H, W)
     y : array_like of int, shape (N,)
     kappa : float
+        ``>= 0`` (the paper uses 0; ``inf`` returns the raw margin).
 
     Returns
     -------
@@ -210,8 +220,14 @@ def cw_margin(net, X, y, kappa=0.0):
     runner_up : ndarray of int, shape (N,)
         The maximising ``i != y``.
     """
+    if not isinstance(net, OneHiddenLayerNet):
+        raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
     if net.binary:
         raise ValueError("cw_margin needs a multi-class network")
+    if isinstance(kappa, (bool, np.bool_)) or not isinstance(kappa, numbers.Real):
+        raise TypeError(f"kappa must be a real number, got {type(kappa).__name__}")
+    if np.isnan(kappa) or kappa < 0:
+        raise ValueError(f"kappa must be >= 0 (inf: no clipping), got {kappa}")
     out = net(X)
     y = np.asarray(y)
     if y.shape != (out.shape[0],) or not np.issubdtype(y.dtype, np.integer):

@@ -122,7 +122,7 @@ def m_power(fields, k, *, backend=None):
 
 
 def smoothness_norm(flow, *, backend=None):
-    """Budget norm of Eq. (3): ``||M r||`` per flow.
+    """Budget norm of Eq. (3) (Prop. 1): ``||M r||`` per flow.
 
     Parameters
     ----------
@@ -134,6 +134,8 @@ def smoothness_norm(flow, *, backend=None):
         ``sqrt(r^T L r)`` for tied flows, ``sqrt(du^T L du + dv^T L dv)`` for untied.
     """
     flow = as_float_array("flow", flow, ndim=(3, 4))
+    if flow.ndim == 4 and flow.shape[1] != 2:
+        raise ValueError(f"flow must have shape (N, H, W) (tied) or (N, 2, H, W) (untied), got {tuple(flow.shape)}")
     be = get_backend(backend)
     flow = be.asarray(flow)  # NumPy input times a GPU result would not mix
     Lf = m_power(flow, 2, backend=backend)

@@ -207,7 +207,7 @@ def flow_tv(flow, *, backend=None):
 
 
 def flow_tv_grad(flow, *, backend=None):
-    """Gradient of :func:`flow_tv`: ``(2 L du, 2 L dv)``, shape (N, 2, H, W)."""
+    """Gradient of Eq. (2), :func:`flow_tv`: ``(2 L du, 2 L dv)`` (Prop. 1), shape (N, 2, H, W)."""
     flow = _flow_arg(flow)
     be = get_backend(backend)
     return be.flow_tv_grad(be.asarray(flow))
