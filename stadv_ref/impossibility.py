@@ -167,6 +167,9 @@ def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n
     flow2, _ = _feasible(flow2, eps, tied)
     theorem_exact = rec.record(x_init, flow2, "init", 0, None, None)
     init_x, init_flow = x_init.copy(), (flow2[0] if tied else flow2).copy()
+    if not tied and jacobian == "paper":
+        notes.append("jacobian='paper' ([E6]) concerns tied flows only: the untied steps use the full Dg "
+                     "(it affects only the tied warm start)")
     if not tied:
         notes.append(
             "untied: budget ||M du||^2 + ||M dv||^2 <= eps^2; theorem_value is sup of the symmetric "

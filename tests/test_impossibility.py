@@ -273,6 +273,8 @@ def test_paper_jacobian_option_runs():
     assert a.jacobian == "paper" and a.theorem_value == b.theorem_value
     obj = core.NetObjective(net)
     f2 = np.stack([b.init_flow, b.init_flow])
+    u = stadv_ref.lower_bound_attack(net, 1.0, max_iter=2, flow="untied", jacobian="paper")
+    assert any("concerns tied flows only" in n for n in u.notes)
     m_paper = core.probe(obj, b.init_x, f2, 16, True, "paper", want_alpha=False)[2]
     m_corr = core.probe(obj, b.init_x, f2, 16, True, "correct", want_alpha=False)[2]
     assert m_paper != pytest.approx(m_corr)
