@@ -116,6 +116,9 @@ def get_backend(name=None):
         Unknown name, or the backend's dependencies are not installed.
     """
     if name is not None and not isinstance(name, str):
+        missing = [k for k in KERNELS + ("name", "xp") if not hasattr(name, k)]
+        if missing:
+            raise TypeError(f"backend must be a registered name or implement the backend interface; missing {missing}")
         return name
     if name is None:
         sel = _current.get()

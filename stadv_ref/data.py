@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -134,7 +135,7 @@ def _download(name, target, dataset, base_urls):
                 continue
             os.replace(tmp, target)
             return
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             errors.append(f"{url}: {exc}")
         finally:
             if os.path.exists(tmp):

@@ -87,7 +87,11 @@ class OneHiddenLayerNet:
             if s * s != d:
                 raise ValueError(f"d = {d} is not a square; pass image_shape=(H, W)")
             image_shape = (s, s)
-        image_shape = tuple(check_positive_int("image_shape", int(n)) for n in image_shape)
+        try:
+            image_shape = tuple(image_shape)
+        except TypeError:
+            raise TypeError(f"image_shape must be a pair (H, W), got {image_shape!r}") from None
+        image_shape = tuple(check_positive_int("image_shape", n) for n in image_shape)
         if len(image_shape) != 2 or image_shape[0] * image_shape[1] != d:
             raise ValueError(f"image_shape {image_shape} does not multiply to d = {d}")
         self.W, self.V, self.b, self.c = W, V, b, c
@@ -197,10 +201,12 @@ class OneHiddenLayerNet:
             raise ValueError("pair() needs a multi-class network")
         K = self.n_classes
         for name, k in (("i", i), ("y", y)):
+            check_positive_int(name, k, minimum=0)
             if not (0 <= int(k) < K):
                 raise ValueError(f"class {name}={k} is out of range [0, {K})")
         if int(i) == int(y):
             raise ValueError(f"classes i and y must differ, got i = y = {i}")
+        i, y = int(i), int(y)
         return OneHiddenLayerNet(
             self.W, self.V[i] - self.V[y], self.b, self.c[i] - self.c[y], self.image_shape
         )

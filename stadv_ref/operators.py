@@ -60,6 +60,8 @@ class SmoothnessOperator:
         a, self.QH = scipy.linalg.eigh(path_matrix(self.H))
         b, self.QW = scipy.linalg.eigh(path_matrix(self.W))
         self.eigvals = a[:, None] + b[None, :]
+        for arr in (self.eigvals, self.QH, self.QW):
+            arr.setflags(write=False)  # shared through the cache: keep it immutable
 
     @property
     def lambda_min(self):
