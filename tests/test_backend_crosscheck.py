@@ -368,3 +368,27 @@ def test_lambda_max_upper_large_is_rigorous(backend):
     u = float(be.lambda_max_upper(be.asarray(S)))
     scale = np.linalg.norm(S)
     assert lam - 1e-14 * scale <= u <= lam + 1e-8 * scale
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+def test_numba_backend_is_lazy_and_reports_missing_numba():
+    """``import stadv_ref`` never imports Numba; without Numba the backend fails with the install hint."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import stadv_ref\n"
+        "assert 'numba' not in sys.modules, 'stadv_ref imported numba'\n"
+        "sys.modules['numba'] = None  # simulate a missing Numba\n"
+        "try:\n"
+        "    stadv_ref.get_backend('numba')\n"
+        "except stadv_ref.BackendError as exc:\n"
+        "    assert 'stadv-ref[numba]' in str(exc), exc\n"
+        "    print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
