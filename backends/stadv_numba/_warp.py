@@ -129,16 +129,25 @@ def _gather(xf, p, k0, L, K, Wt, of):
 
 
 @njit(**_INL)
-def _dflow(xf, p, gf, q, k0, L, K, Wt, S):
-    """``S[0] += g * d x~/d du``, ``S[1] += g * d x~/d dv`` for one block of plane ``p``; ``g = gf[q, k0:]``."""
+def _dflow(xf, p, gf, q, k0, L, K, Wt, outf, n, first):
+    """Flow VJP of one block of plane ``p`` with cotangent ``gf[q, k0:]``.
+
+    ``outf[n, 0|1, k0+j]`` gets (``first``) or accumulates ``g * d x~/d du|dv``.
+    """
     for j in range(L):
         x00 = xf[p, K[0, j]] * Wt[4, j]
         x01 = xf[p, K[1, j]] * Wt[5, j]
         x10 = xf[p, K[2, j]] * Wt[6, j]
         x11 = xf[p, K[3, j]] * Wt[7, j]
         g = gf[q, k0 + j]
-        S[0, j] += g * (Wt[8, j] * (x01 - x00) + Wt[9, j] * (x11 - x10))
-        S[1, j] += g * (Wt[10, j] * (x10 - x00) + Wt[11, j] * (x11 - x01))
+        su = g * (Wt[8, j] * (x01 - x00) + Wt[9, j] * (x11 - x10))
+        sv = g * (Wt[10, j] * (x10 - x00) + Wt[11, j] * (x11 - x01))
+        if first:
+            outf[n, 0, k0 + j] = su
+            outf[n, 1, k0 + j] = sv
+        else:
+            outf[n, 0, k0 + j] += su
+            outf[n, 1, k0 + j] += sv
 
 
 @njit(**_INL)
@@ -150,17 +159,6 @@ def _scatter(gxf, p, gf, k0, L, K, Wt):
         gxf[p, K[1, j]] += g * Wt[1, j]
         gxf[p, K[2, j]] += g * Wt[2, j]
         gxf[p, K[3, j]] += g * Wt[3, j]
-
-
-@njit(**_INL)
-def _store(S, outf, n, k0, L, one):
-    """``outf[n, 0|1, k0+j] = S[0|1, j]`` and reset ``S`` to 0."""
-    zero = one - one
-    for j in range(L):
-        outf[n, 0, k0 + j] = S[0, j]
-        outf[n, 1, k0 + j] = S[1, j]
-        S[0, j] = zero
-        S[1, j] = zero
 
 
 @njit(parallel=True, **_OPTS)
@@ -197,15 +195,13 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
     for ch in prange(nchunks):
         K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        S = np.zeros((2, BLOCK), dtype=cg.dtype)
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
             n = t // nb
             k0 = (t - n * nb) * BLOCK
             L = min(BLOCK, HW - k0)
             _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
             for c in range(C):
-                _dflow(xf, n * C + c, gf, n * C + c, k0, L, K, Wt, S)
-            _store(S, outf, n, k0, L, one)
+                _dflow(xf, n * C + c, gf, n * C + c, k0, L, K, Wt, outf, n, c == 0)
 
 
 @njit(parallel=True, **_OPTS)
@@ -240,7 +236,6 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, gxf, gflf):
     for n in prange(N):
         K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        S = np.zeros((2, BLOCK), dtype=cg.dtype)
         for p in range(n * C, (n + 1) * C):
             for k in range(HW):
                 gxf[p, k] = zero
@@ -249,9 +244,8 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, gxf, gflf):
             L = min(BLOCK, HW - k0)
             _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
             for c in range(C):
-                _dflow(xf, n * C + c, gf, n * C + c, k0, L, K, Wt, S)
+                _dflow(xf, n * C + c, gf, n * C + c, k0, L, K, Wt, gflf, n, c == 0)
                 _scatter(gxf, n * C + c, gf, k0, L, K, Wt)
-            _store(S, gflf, n, k0, L, one)
 
 
 @njit(parallel=True, **_OPTS)
@@ -268,7 +262,7 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
     for ch in prange(nchunks):
         K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        S = np.zeros((2, BLOCK), dtype=cg.dtype)
+        S = np.empty((1, 2, BLOCK), dtype=cg.dtype)
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
             n = t // nb
             k0 = (t - n * nb) * BLOCK
@@ -276,8 +270,6 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
             _setup(rf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
             for c in range(C):
                 p = n * C + c
-                _dflow(xf, p, ones, 0, 0, L, K, Wt, S)
+                _dflow(xf, p, ones, 0, 0, L, K, Wt, S, 0, True)
                 for j in range(L):
-                    of[p, k0 + j] = S[0, j] + S[1, j] if correct else S[0, j]
-                    S[0, j] = 0
-                    S[1, j] = 0
+                    of[p, k0 + j] = S[0, 0, j] + S[0, 1, j] if correct else S[0, 0, j]
