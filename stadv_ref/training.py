@@ -19,9 +19,16 @@ unless stated; EQUATIONS.md, "Experiments"):
          initialisation would not be adversarial for the trained network), then
          at epochs 1, 4, 7, ...; ``at_pool_size`` (10,000) random training images
          are attacked with the batched stAdv (``at_max_iter = 50`` L-BFGS steps).
-``sdp``  multi-class hinge loss + the dual-SDP certificate of Raghunathan et al.
-         (2018) for every class pair (Section 4.1, appendix 6.7), trained jointly
-         over ``W``, ``V`` and the dual variables ``c``.
+``sdp``  multi-class hinge loss + ``sdp_weight`` (0.05) x the mean over the 45
+         class pairs of the dual-SDP certificate of Raghunathan et al. (2018),
+         ``n max(0, lambda_max(P_ij - diag c_ij)) + sum max(c_ij, 0)`` with
+         ``P_ij = [[0, A], [A^T, 0]]``, ``A = diag(v_i - v_j) W diag(lambda)``
+         (``lambda`` the AABB radii, Prop. 2; Section 4.1, appendix 6.7), trained
+         jointly over ``W``, ``V`` and the dual variables ``c`` (Adam, own
+         learning rate ``sdp_dual_lr``), gradients through the top eigenvector.
+         ``c`` starts at the feasible point ``||A||_2 (sqrt(d/m), sqrt(m/d))``.
+         For speed each step uses ``sdp_pairs_per_step`` (3) random pairs
+         (an unbiased estimate of the mean) every ``sdp_every`` (2) steps.
 =======  ===================================================================
 
 For a multi-class network ``v`` is a ``(K, m)`` matrix; ``||v||_2`` of the paper is
@@ -207,8 +214,13 @@ def _sdp_dual(Wl, dv, c, u0=None, tol=1e-6):
     """Dual bound for ``A = diag(dv) Wl`` (``Wl = W diag(lambda)``) and its gradients.
 
     ``bound = n max(0, lambda_max(P - diag(c))) + sum(max(c, 0))``,
-    ``P = [[0, A], [A^T, 0]]``. Returns ``bound, dA_factors (a, b, scale), dc, u``
-    where ``d bound / d A = scale * a b^T``.
+    ``P = [[0, A], [A^T, 0]]``. Returns ``bound, (a, b, scale), dc, u, lambda_max``
+    where ``d bound / d A = scale * a b^T`` (rank one: ``2 n u_s u_t^T``).
+
+    The same function as :func:`stadv_ref.sdp.dual_bound_and_grad` (tested to
+    agree), but with a warm-started ARPACK ``eigsh`` on a matrix-free ``P`` instead
+    of a dense ``eigh``: several times faster per step in training. Not a certified
+    value (use :func:`stadv_ref.sdp.dual_bound` for that).
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 

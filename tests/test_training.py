@@ -157,6 +157,26 @@ def test_sdp_dual_gradient_matches_finite_differences():
     assert bound >= 2 * np.abs(s @ A).sum(axis=1).max() - 1e-9
 
 
+def test_sdp_dual_matches_the_sdp_module():
+    """The training's warm-started ARPACK dual equals stadv_ref.sdp.dual_bound_and_grad (dense eigh)."""
+    sdp = pytest.importorskip("stadv_ref.sdp")
+    rng = np.random.default_rng(2)
+    m, d = 7, 12
+    Wl = rng.standard_normal((m, d))
+    dv = rng.standard_normal(m)
+    c = rng.uniform(-0.1, 0.4, m + d)
+    bound, (a, b, sc), dc, _, _ = training._sdp_dual(Wl, dv, c, tol=1e-14)
+    value, gA, gc = sdp.dual_bound_and_grad(dv[:, None] * Wl, c)
+    np.testing.assert_allclose(bound, value, rtol=1e-10)
+    np.testing.assert_allclose(sc * np.outer(a, b), gA, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dc, gc, rtol=1e-7, atol=1e-9)
+    # and the certified value of the sdp module is an upper estimate of ours
+    P = np.zeros((m + d, m + d))
+    P[:m, m:] = dv[:, None] * Wl
+    P[m:, :m] = P[:m, m:].T
+    assert sdp.dual_bound(P, c)[0] >= bound
+
+
 def test_stn_trains_a_transformer_and_deploys_the_classifier(data):
     X, y = data
     for mode in ("affine", "flow"):
