@@ -65,6 +65,7 @@ bounds: ``|D_u du + D_v dv| <= (C/2)(|du| + |dv|)`` and
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 
@@ -228,9 +229,21 @@ def _check_classes(net, classes):
     return (int(i), int(y)), net.V[int(i)] - net.V[int(y)]
 
 
+_NORM_CACHE = {}
+
+
+def _matrix_norms(W):
+    """``(||W||_2, ||W||_F)``, cached by a hash of ``W`` (shared by every class pair of a network)."""
+    key = (W.shape, hashlib.sha1(np.ascontiguousarray(W).tobytes()).hexdigest())
+    if key not in _NORM_CACHE:
+        if len(_NORM_CACHE) > 64:
+            _NORM_CACHE.clear()
+        _NORM_CACHE[key] = (float(np.linalg.norm(W, 2)), float(np.linalg.norm(W)))
+    return _NORM_CACHE[key]
+
+
 def _spectral_parts(W, v, lmin):
-    nW2 = float(np.linalg.norm(W, 2))
-    nWF = float(np.linalg.norm(W))
+    nW2, nWF = _matrix_norms(W)
     nv = float(np.linalg.norm(v))
     nWv = float(np.linalg.norm(W.T @ v))
     return nW2, nWF, nv, nWv
