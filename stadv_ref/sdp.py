@@ -66,6 +66,7 @@ __all__ = [
     "bipartite_matrix",
     "dual_bound",
     "dual_bound_and_grad",
+    "sdp_primal_lower",
     "cholesky_upper",
     "lambda_max_upper",
     "sdp_mixing_reference",
@@ -601,8 +602,10 @@ def _solve_mixing_bipartite(A, *, rank, gap_tol, max_iter, seed, certificate, in
                 status = "time_limit"
                 break
             if int(it) < step:
-                # Stagnated before reaching the gap: continue without the early stop.
-                pass
+                # The objective stopped increasing (a fixed point of the iteration, up to
+                # rounding) before the gap was reached: more iterations cannot help.
+                status = "stagnated"
+                break
         chunk = min(2 * chunk, 200)
     val, c, lam, how, info, primal, gap = best
     total = time.perf_counter() - t0
@@ -612,6 +615,25 @@ def _solve_mixing_bipartite(A, *, rank, gap_tol, max_iter, seed, certificate, in
         certificate=how, status=status, n_iter=done, rank=k, time_solve=total - t_cert,
         time_certificate=t_cert, details=info,
     )
+
+
+def sdp_primal_lower(A, *, iters=30, rank=None, seed=0, backend=None):
+    """A cheap *lower* bound on ``SDP(P(A))``: ``tr(P V V^T)`` after ``iters`` mixing iterations.
+
+    Any ``V`` with unit rows gives a feasible ``Z = V V^T``, so the value is a valid
+    lower bound whatever the number of iterations (used to check orderings of bounds
+    without paying for a certificate).
+    """
+    A = as_float_array("A", A, ndim=2, dtype=np.float64)
+    be = get_backend(backend)
+    m, d = A.shape
+    k = default_rank(m + d) if rank is None else check_positive_int("rank", rank)
+    rng = np.random.default_rng(seed)
+    S, T = _random_unit_rows(rng, m, k), _random_unit_rows(rng, d, k)
+    S_be, T_be, _ = be.sdp_mixing(be.asarray(A), be.asarray(S), be.asarray(T),
+                                  check_positive_int("iters", iters), 0.0)
+    S, T = be.to_numpy(S_be), be.to_numpy(T_be)
+    return 2.0 * float(np.einsum("ij,ij->", S, A @ T))
 
 
 def _solve_mixing_general(P, *, rank, gap_tol, max_iter, seed, time_limit, backend):

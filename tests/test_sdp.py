@@ -238,3 +238,12 @@ def test_solve_sdp_bad_input(kwargs, match):
 
 def test_public_name():
     assert stadv_ref.solve_sdp is sdp.solve_sdp
+
+
+def test_sdp_primal_lower_is_a_lower_bound():
+    A = _rand_A(12, 15, 25)
+    full = sdp.solve_sdp(A, gap_tol=1e-7)
+    for iters in (1, 5, 30):
+        low = sdp.sdp_primal_lower(A, iters=iters)
+        assert low <= full.value
+    assert sdp.sdp_primal_lower(A, iters=30) >= 0.99 * full.primal
