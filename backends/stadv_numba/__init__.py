@@ -101,7 +101,7 @@ def warp_vjp_x(flow, grad_out, padding):
     out = np.empty((N, C, H, W), dtype=dt)
     _warp.warp_vjp_x_kernel(
         _flat(flow, dt), _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one,
-        _border(padding), out.reshape(N * C, H * W),
+        _border(padding), _nchunks(N * C), out.reshape(N * C, H * W),
     )
     return out
 
@@ -136,7 +136,7 @@ def warp_vjp_both(x, flow, grad_out, padding):
     _warp.warp_vjp_both_kernel(
         _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt),
         _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one, _border(padding),
-        gx.reshape(N * C, H * W), gflow.reshape(N, 2, H * W),
+        _nchunks(N), gx.reshape(N * C, H * W), gflow.reshape(N, 2, H * W),
     )
     return gx, gflow
 

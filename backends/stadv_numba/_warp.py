@@ -205,47 +205,53 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
 
 
 @njit(parallel=True, **_OPTS)
-def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, gxf):
-    """Adjoint warp ``G(flow)^T g`` (scatter-add) on flat planes; parallel over (image, channel) planes."""
+def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, nchunks, gxf):
+    """Adjoint warp ``G(flow)^T g`` (scatter-add) on flat planes; parallel over chunks of planes.
+
+    Each (image, channel) plane is scattered by one thread, so there are no races.
+    """
     N = flf.shape[0]
-    C = gf.shape[0] // N
+    NC = gf.shape[0]
+    C = NC // N
     HW = H * W
     nb = (HW + BLOCK - 1) // BLOCK
     zero = one - one
-    for p in prange(N * C):
-        n = p // C
+    for ch in prange(nchunks):
         K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        for k in range(HW):
-            gxf[p, k] = zero
-        for b in range(nb):
-            k0 = b * BLOCK
-            L = min(BLOCK, HW - k0)
-            _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
-            _scatter(gxf, p, gf, k0, L, K, Wt)
+        for p in range(ch * NC // nchunks, (ch + 1) * NC // nchunks):
+            n = p // C
+            for k in range(HW):
+                gxf[p, k] = zero
+            for b in range(nb):
+                k0 = b * BLOCK
+                L = min(BLOCK, HW - k0)
+                _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
+                _scatter(gxf, p, gf, k0, L, K, Wt)
 
 
 @njit(parallel=True, **_OPTS)
-def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, gxf, gflf):
-    """Both VJPs in one pass over the pixels; parallel over images (race-free scatter)."""
+def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, gflf):
+    """Both VJPs in one pass over the pixels; parallel over chunks of images (race-free scatter)."""
     N = flf.shape[0]
     C = xf.shape[0] // N
     HW = H * W
     nb = (HW + BLOCK - 1) // BLOCK
     zero = one - one
-    for n in prange(N):
+    for ch in prange(nchunks):
         K = np.empty((4, BLOCK), dtype=np.uint64)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        for p in range(n * C, (n + 1) * C):
-            for k in range(HW):
-                gxf[p, k] = zero
-        for b in range(nb):
-            k0 = b * BLOCK
-            L = min(BLOCK, HW - k0)
-            _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
-            for c in range(C):
-                _dflow(xf, n * C + c, gf, n * C + c, k0, L, K, Wt, gflf, n, c == 0)
-                _scatter(gxf, n * C + c, gf, k0, L, K, Wt)
+        for n in range(ch * N // nchunks, (ch + 1) * N // nchunks):
+            for p in range(n * C, (n + 1) * C):
+                for k in range(HW):
+                    gxf[p, k] = zero
+            for b in range(nb):
+                k0 = b * BLOCK
+                L = min(BLOCK, HW - k0)
+                _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt)
+                for c in range(C):
+                    _dflow(xf, n * C + c, gf, n * C + c, k0, L, K, Wt, gflf, n, c == 0)
+                    _scatter(gxf, n * C + c, gf, k0, L, K, Wt)
 
 
 @njit(parallel=True, **_OPTS)
