@@ -105,7 +105,7 @@ def test_lambda_max_upper_bad_input():
 
 
 # -- the solver vs the reference -------------------------------------------------
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000), m=st.integers(2, 8), d=st.integers(3, 14))
 def test_mixing_agrees_with_scs(seed, m, d):
     A = _rand_A(seed, m, d)
