@@ -63,7 +63,7 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt):
     two = one + one
     lo = zero - two
     for j in range(L):
-        k = k0 + j
+        k = np.uint64(k0 + j)  # unsigned: no negative-index wraparound code, contiguous vector loads
         pc = cg[k] + flf[n, 0, k]
         pr = rg[k] + flf[n, kv, k]
         if border:
@@ -120,7 +120,7 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, K, Wt):
 def _gather(xf, p, k0, L, K, Wt, of):
     """``of[p, k0+j] = sum_k Wt[k, j] xf[p, K[k, j]]`` (the warp of one block of plane ``p``)."""
     for j in range(L):
-        of[p, k0 + j] = (
+        of[p, np.uint64(k0 + j)] = (
             Wt[0, j] * xf[p, K[0, j]]
             + Wt[1, j] * xf[p, K[1, j]]
             + Wt[2, j] * xf[p, K[2, j]]
@@ -139,22 +139,23 @@ def _dflow(xf, p, gf, q, k0, L, K, Wt, outf, n, first):
         x01 = xf[p, K[1, j]] * Wt[5, j]
         x10 = xf[p, K[2, j]] * Wt[6, j]
         x11 = xf[p, K[3, j]] * Wt[7, j]
-        g = gf[q, k0 + j]
+        k = np.uint64(k0 + j)
+        g = gf[q, k]
         su = g * (Wt[8, j] * (x01 - x00) + Wt[9, j] * (x11 - x10))
         sv = g * (Wt[10, j] * (x10 - x00) + Wt[11, j] * (x11 - x01))
         if first:
-            outf[n, 0, k0 + j] = su
-            outf[n, 1, k0 + j] = sv
+            outf[n, 0, k] = su
+            outf[n, 1, k] = sv
         else:
-            outf[n, 0, k0 + j] += su
-            outf[n, 1, k0 + j] += sv
+            outf[n, 0, k] += su
+            outf[n, 1, k] += sv
 
 
 @njit(**_INL)
 def _scatter(gxf, p, gf, k0, L, K, Wt):
     """``gxf[p, K[k, j]] += Wt[k, j] gf[p, k0+j]`` (scalar: corners of nearby pixels collide)."""
     for j in range(L):
-        g = gf[p, k0 + j]
+        g = gf[p, np.uint64(k0 + j)]
         gxf[p, K[0, j]] += g * Wt[0, j]
         gxf[p, K[1, j]] += g * Wt[1, j]
         gxf[p, K[2, j]] += g * Wt[2, j]
@@ -278,4 +279,4 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
                 p = n * C + c
                 _dflow(xf, p, ones, 0, 0, L, K, Wt, S, 0, True)
                 for j in range(L):
-                    of[p, k0 + j] = S[0, 0, j] + S[0, 1, j] if correct else S[0, 0, j]
+                    of[p, np.uint64(k0 + j)] = S[0, 0, j] + S[0, 1, j] if correct else S[0, 0, j]
