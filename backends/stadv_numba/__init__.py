@@ -61,8 +61,12 @@ def _nchunks(n_tasks):
     return max(1, min(n_tasks, 4 * numba.get_num_threads()))
 
 
-def _n_tasks(N, H, W):
-    return N * -(-(H * W) // _warp.BLOCK)
+def _block_chunks(N, H, W):
+    """Chunks of (image, pixel block) tasks. Each chunk copies the images it touches into
+    padded scratch planes, so with fewer images than chunks use one chunk per thread."""
+    threads = numba.get_num_threads()
+    n_tasks = N * -(-(H * W) // _warp.BLOCK)
+    return max(1, min(n_tasks, max(threads, min(N, 4 * threads))))
 
 
 def _border(padding):
@@ -88,7 +92,7 @@ def warp(x, flow, padding):
     out = np.empty((N, C, H, W), dtype=dt)
     _warp.warp_kernel(
         _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt), cg, rg, H, W, one, _border(padding),
-        _nchunks(_n_tasks(N, H, W)), out.reshape(N * C, H * W),
+        _block_chunks(N, H, W), out.reshape(N * C, H * W),
     )
     return out
 
@@ -115,7 +119,7 @@ def warp_vjp_flow(x, flow, grad_out, padding):
     _warp.warp_vjp_flow_kernel(
         _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt),
         _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one, _border(padding),
-        _nchunks(_n_tasks(N, H, W)), out.reshape(N, 2, H * W),
+        _block_chunks(N, H, W), out.reshape(N, 2, H * W),
     )
     return out
 
@@ -152,7 +156,7 @@ def tied_jacobian_diag(x, r, padding, variant):
     ones = np.ones((1, _warp.BLOCK), dtype=dt)
     _warp.tied_jacobian_diag_kernel(
         _flat(x, dt).reshape(N * C, H * W), _c(r, dt).reshape(N, 1, H * W), ones, cg, rg, H, W,
-        one, _border(padding), variant == "correct", _nchunks(_n_tasks(N, H, W)),
+        one, _border(padding), variant == "correct", _block_chunks(N, H, W),
         out.reshape(N * C, H * W),
     )
     return out
