@@ -365,7 +365,8 @@ def cmd_certify(args):
         raise CLIError(f"--input-range needs LO < HI, got {lo} {hi}")
     if X.min() < lo - 1e-9 or X.max() > hi + 1e-9:
         raise CLIError(f"the data lie in [{X.min():.3g}, {X.max():.3g}], outside --input-range {lo:g} {hi:g}")
-    curve = certify_curve(net, X, y, args.eps, args.method, input_range=(lo, hi), progress=_progress(args))
+    curve = certify_curve(net, X, y, args.eps, args.method, input_range=(lo, hi), cache_dir=args.bound_cache,
+                          progress=_progress(args))
     curve.update(model=str(args.model), data=source, input_range=[lo, hi])
     _write_json(out / "certify.json", curve)
     name = Path(args.model).stem
@@ -390,9 +391,9 @@ def cmd_bound(args):
     for m in args.method:
         for e in args.eps:
             r = stadv_ref.upper_bound(net, e, method=m, classes=classes, input_range=(lo, hi))
+            extra = {k: getattr(r, k, None) for k in ("per_unit", "constant", "how", "gap", "time")}
             rows.append(dict(method=m, eps=e, value=float(r.value), sound=bool(r.sound),
-                             details={k: v for k, v in vars(r).items() if k not in ("value", "sound", "method")
-                                      and np.ndim(v) == 0} if hasattr(r, "__dict__") else {}))
+                             **{k: v for k, v in extra.items() if isinstance(v, (int, float, str, type(None)))}))
             _say(args, f"{m} eps={e:g}: l_adv <= {r.value:.6g}" + ("" if r.sound else " (NOT sound: as printed)"))
     _write_json(out / "bound.json", dict(model=str(args.model), classes=classes, input_range=[lo, hi], bounds=rows))
     return 0
@@ -645,6 +646,8 @@ def build_parser():
                    help=f"bound(s): {', '.join(methods)} (default sdp)")
     s.add_argument("--input-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
                    help="pixel range of the inputs: 0 1 (constant 2) or -1 1 (constant 4)")
+    s.add_argument("--bound-cache", metavar="DIR",
+                   help="keep the per-network class-pair bounds here (.npz) and reuse them on later runs")
     s.set_defaults(func=cmd_certify)
 
     s = sub.add_parser("bound", parents=[common, model], help="upper bounds on l_adv for a model",
