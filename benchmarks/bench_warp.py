@@ -233,7 +233,8 @@ def markdown_table(res):
     bw = res["copy_bandwidth_GBps"]
     lines = [
         f"dtype {res['dtype']}, {res['threads']} threads, {res['cpu']}, "
-        f"load average {res['loadavg_start'][0]:.2f} (start) / {res['loadavg_end'][0]:.2f} (end); "
+        f"load average {res['loadavg_start'][0]:.2f} (start) / {res['loadavg_end'][0]:.2f} (end), "
+        f"OMP_WAIT_POLICY={res['env']['OMP_WAIT_POLICY'] or 'default'}; "
         f"NumPy copy bandwidth {bw:.1f} GB/s.",
         "",
         "| case | pass | numba | vs NumPy ref | vs scipy map_coordinates | vs torch grid_sample | numba GB/s (% of copy) |",
@@ -292,6 +293,7 @@ def main(argv=None):
             "numba": numba.__version__,
         },
     }
+    res["env"] = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")}
     res["copy_bandwidth_GBps"] = copy_bandwidth(repeats=max(5, repeats // 2))
     print(f"copy bandwidth {res['copy_bandwidth_GBps']:.1f} GB/s, {threads} threads", flush=True)
     res["cases"] = {}
@@ -306,6 +308,7 @@ def main(argv=None):
             if tv:
                 res["versions"]["torch"] = tv
     res["loadavg_end"] = list(os.getloadavg())
+    res["numba_threading_layer"] = numba.threading_layer()
     targets = {}
     cases_all = list(res["cases"].values())
     if all("torch" in c["speedup_of_numba"]["forward+backward"] for c in cases_all):
