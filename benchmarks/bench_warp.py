@@ -267,11 +267,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
+    ap.add_argument("--threads", type=int, default=None, help="numba and torch threads (default: numba's)")
     ap.add_argument("--flows", nargs="+", choices=["normal", "smooth"], default=["normal", "smooth"])
     args = ap.parse_args(argv)
 
     import numba
 
+    if args.threads is not None:
+        numba.set_num_threads(args.threads)
     threads = numba.get_num_threads()
     repeats = 3 if args.quick else args.repeats
     cases = {"mnist": (100, 1, 28, 28), "imagenet": (2, 3, 224, 224)} if args.quick else CASES
