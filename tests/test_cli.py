@@ -345,7 +345,8 @@ def _tiny_config():
     return rp.Config(mode="test", n_train=300, n_test=20, epochs={"nt": 1, "fro": 1}, hidden_lower=8, hidden_upper=8,
                      lower_variants=("nt", "rand"), lower_eps=(0.5, 2.0), lower_max_iter=1, lower_n=2,
                      sample_eps=(0.5,), cert_variants=("nt",), cert_eps=(0.0, 0.05),
-                     paper_methods=("paper-spectral", "spectral"), sound_methods=("spectral", "frobenius"),
+                     paper_methods=("paper-spectral", "spectral"), sound_methods=("spectral", "frobenius"), tight_variants=("nt",),
+                     tight_method="aabb",
                      attack_variants=("nt", "fro"), taus=(0.05,), n_attack=8, attack_max_iter=5)
 
 
