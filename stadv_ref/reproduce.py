@@ -197,18 +197,22 @@ def lower_bound_curve(net, eps_list, *, flow="tied", max_iter=30, n=16, n_restar
 
 
 def _convergence(res):
-    """Best exact loss so far after the initialisation and after each outer iteration of the best restart."""
+    """Fig. 4 data: the Theorem 1 pair's exact loss, then the best exact loss after each outer iteration.
+
+    Uses the restart that produced the returned pair; entry 0 is its initialisation.
+    """
     hist = res.history
-    best_restart = hist[res.best_step]["restart"] if hist else 0
-    curve, best, last_outer = [], -np.inf, None
-    for h in hist:
-        if h.get("restart") != best_restart:
-            continue
-        if last_outer is not None and h["outer"] != last_outer:
-            curve.append(best)
-        best = max(best, float(h["exact_loss"]))
-        last_outer = h["outer"]
-    curve.append(best)
+    if not hist:
+        return [float(res.exact_loss)]
+    best_restart = hist[res.best_step]["restart"]
+    entries = [h for h in hist if h.get("restart") == best_restart]
+    init = [float(h["exact_loss"]) for h in entries if h.get("outer") is None]
+    best = max(init) if init else -np.inf
+    curve = [best]
+    outers = sorted({h["outer"] for h in entries if h.get("outer") is not None})
+    for k in outers:
+        best = max([best] + [float(h["exact_loss"]) for h in entries if h.get("outer") == k])
+        curve.append(best)
     return curve
 
 
@@ -341,7 +345,9 @@ def plot_samples(samples, path, *, title="Benign and adversarial inputs found by
         yy, xx = np.mgrid[0:H:step, 0:W:step]
         du, dv = flow4[0, 0][::step, ::step], flow4[0, 1][::step, ::step]
         axes[row, 2].imshow(x, cmap="gray", alpha=0.35, vmin=-lim if x.min() < 0 else 0, vmax=lim)
-        axes[row, 2].quiver(xx, yy, du, dv, color="C3", angles="xy", scale_units="xy", scale=1)
+        mag = float(np.sqrt(flow4[0, 0] ** 2 + flow4[0, 1] ** 2).max())
+        axes[row, 2].quiver(xx, yy, du, dv, color="C3", angles="xy")  # arrows autoscaled for visibility
+        axes[row, 2].set_xlabel(f"max |flow| = {mag:.2g} px (arrows rescaled)", fontsize=7)
         axes[row, 0].set_ylabel(s.get("label", ""), fontsize=8)
         for col, t in enumerate(("benign input", "adversarial input", "flow vector")):
             axes[row, col].set_xticks([])
@@ -353,16 +359,28 @@ def plot_samples(samples, path, *, title="Benign and adversarial inputs found by
 
 
 def plot_convergence(curves, path, *, title="Convergence of Algorithm 1 (Fig. 4)"):
-    """Fig. 4: best exact loss after each outer iteration, one line per (network, eps)."""
+    """Fig. 4: best exact loss after each outer iteration, one line per (network, eps).
+
+    ``curves`` maps labels ``"f_<net>, eps = <e>"`` (or any label) to lists; lines of the same network share
+    a colour and lines of the same ``eps`` a marker.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for k, (label, ys) in enumerate(curves.items()):
-        ax.plot(range(len(ys)), ys, "o-", ms=3, color=f"C{k % 10}", label=label)
-    ax.set_xlabel("outer iteration (0 = Theorem 1 initialisation)")
-    ax.set_ylabel("exact adversarial loss")
-    ax.set_yscale("symlog", linthresh=1e-2)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    nets, epss = [], []
+    for label in curves:
+        net, _, e = label.partition(", ")
+        nets += [net] if net not in nets else []
+        epss += [e] if e not in epss else []
+    markers = "osd^v<>p*h"
+    for label, ys in curves.items():
+        net, _, e = label.partition(", ")
+        ax.plot(range(len(ys)), ys, marker=markers[epss.index(e) % len(markers)], ms=4, lw=1.2,
+                color=f"C{nets.index(net) % 10}", label=label)
+    ax.set_xlabel("outer iteration (0 = Theorem 1 pair)")
+    ax.set_ylabel("exact adversarial loss (best so far)")
+    ax.set_yscale("symlog", linthresh=1e-1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title)
     return atomic_savefig(fig, path)
 
