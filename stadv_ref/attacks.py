@@ -326,6 +326,45 @@ def _reference_lbfgsb(obj, max_iter, memory, progress):
     return best.result(final), n_iter, n_eval
 
 
+class _KernelObjective:
+    """The batched optimiser's objective: :class:`StadvObjective` through the backend kernels.
+
+    Same objective, gradient and operation order as :meth:`StadvObjective.__call__`
+    (warp of Eq. (1), network, CW margin, ``L_flow``, warp VJP), but the
+    inputs are validated once (by :class:`StadvObjective`), the backend and the
+    network weights are fetched once, and the hidden pre-activations of the
+    forward pass are reused for the input gradient (two GEMMs per evaluation
+    instead of three). Images ``(N, 1, H, W)`` stay on the backend.
+    """
+
+    def __init__(self, obj):
+        be = get_backend()
+        net = obj.net
+        self.obj, self.be = obj, be
+        self.W, self.b, self.V, self.c = (be.asarray(np.ascontiguousarray(a, dtype=np.float64))
+                                          for a in (net.W, net.b, net.V, net.c))
+        N, _, H, W = obj.shape
+        self.x4 = be.asarray(np.ascontiguousarray(obj.x.reshape(N, 1, H, W)))
+        self.N, self.H, self.Wd = N, H, W
+
+    def __call__(self, flow, idx):
+        """``objective``, ``success`` and ``grad`` (n, 2HW) for flows ``(n, 2HW)`` of images ``idx``."""
+        be, obj = self.be, self.obj
+        n = flow.shape[0]
+        H, W = self.H, self.Wd
+        x4 = self.x4 if n == self.N and idx[0] == 0 and idx[-1] == n - 1 else self.x4[idx]
+        fl = be.asarray(flow.reshape(n, 2, H, W))
+        xa = be.warp(x4, fl, obj.warp_padding)
+        Z, logits = be.net_forward(self.W, self.b, self.V, self.c, xa.reshape(n, H * W))
+        ladv, weights, success = obj.margin_terms(np.asarray(be.to_numpy(logits)), idx)
+        lf, gf = be.stadv_flow_loss(fl, obj.flow_eps, obj.neighborhood, obj.flow_padding)
+        G = (be.asarray(weights) @ self.V) * (Z > 0)        # ReLU derivative 0 at 0, as net_input_grad
+        gx = (G @ self.W).reshape(n, 1, H, W)
+        g = np.asarray(be.to_numpy(be.warp_vjp_flow(x4, fl, gx, obj.warp_padding))).reshape(n, -1)
+        g += obj.tau * np.asarray(be.to_numpy(gf)).reshape(n, -1)
+        return {"objective": ladv + obj.tau * np.asarray(be.to_numpy(lf)), "success": success, "grad": g}
+
+
 def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_ls=20, c1=1e-4):
     """Per-example L-BFGS (two-loop recursion) run on the whole batch at once.
 
@@ -333,113 +372,131 @@ def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_
     objective and gradient of all images still running are evaluated in one
     vectorised call per line-search trial. Stopping rules as scipy's L-BFGS-B:
     ``max |g| <= gtol`` or relative decrease ``<= ftol``.
+
+    Implementation notes (speed). The state of the images still running is kept
+    *compacted* (finished images are dropped from every array), so the work
+    shrinks with the active set and no per-iteration gathers are needed. The
+    curvature pairs live in a ring ``S, Y (memory, n, 2HW)`` whose write
+    position is shared by all images, so each two-loop step works on contiguous
+    ``S[k], Y[k]`` views; a pair an image rejects (``s^T y <= 1e-10 y^T y``)
+    is stored with ``rho = 0`` (it drops out of the recursion) and a restart
+    sets all of that image's ``rho`` to 0. The initial scaling ``gamma`` is
+    ``s^T y / y^T y`` of the image's newest accepted pair.
     """
     from tqdm.auto import tqdm
 
     N, _, H, W = obj.shape
     D = 2 * H * W
-    best = _Best(N, (2, H, W))
+    shp = (2, H, W)
+    fobj = _KernelObjective(obj)
+    best = _Best(N, shp)
+    x_final = np.zeros((N, D))
+    n_iter = np.zeros(N, dtype=np.int64)
+    n_eval = np.ones(N, dtype=np.int64)
+
+    ids = np.arange(N)
     x = np.zeros((N, D))
-    idx_all = np.arange(N)
-    out = obj(x.reshape(obj.shape), idx_all)
-    best.update(idx_all, x.reshape(obj.shape), out)
+    out = fobj(x, ids)
+    best.update(ids, x.reshape((-1,) + shp), out)
     f = out["objective"].copy()
-    g = out["grad"].reshape(N, D)
+    g = out["grad"]
     S = np.zeros((memory, N, D))
     Y = np.zeros((memory, N, D))
     rho = np.zeros((memory, N))
-    n_pairs = np.zeros(N, dtype=np.int64)  # pairs stored per example (ring position = n_pairs % memory)
-    active = np.abs(g).max(axis=1) > gtol
-    n_iter = np.zeros(N, dtype=np.int64)
-    n_eval = np.ones(N, dtype=np.int64)
+    gamma = np.ones(N)
+    n_pairs = np.zeros(N, dtype=np.int64)   # accepted pairs since the last restart
+    pos = 0                                  # shared ring write position (pairs written so far)
+
+    def compact(keep):
+        nonlocal ids, x, f, g, S, Y, rho, gamma, n_pairs
+        gone = ~keep
+        x_final[ids[gone]] = x[gone]
+        ids, x, f, g = ids[keep], x[keep], f[keep], g[keep]
+        S, Y, rho = S[:, keep], Y[:, keep], rho[:, keep]
+        gamma, n_pairs = gamma[keep], n_pairs[keep]
+
+    keep = np.abs(g).max(axis=1) > gtol
+    if not keep.all():
+        compact(keep)
     bar = tqdm(range(max_iter), desc="stAdv batched L-BFGS", disable=not progress, leave=False)
     for _ in bar:
-        a_idx = np.flatnonzero(active)
-        if a_idx.size == 0:
+        n = ids.size
+        if n == 0:
             break
-        ga = g[a_idx]
-        # two-loop recursion, newest pair first
-        q = ga.copy()
-        alphas = np.zeros((memory, a_idx.size))
-        npair = n_pairs[a_idx]
-        order = []
-        for back in range(memory):
-            slot = (npair - 1 - back) % memory
-            valid = back < np.minimum(npair, memory)
-            order.append((slot, valid))
-            s_k = S[slot, a_idx]
-            y_k = Y[slot, a_idx]
-            r_k = np.where(valid, rho[slot, a_idx], 0.0)
-            a_k = r_k * np.einsum("nd,nd->n", s_k, q)
+        # two-loop recursion, newest pair first (slots never written are skipped)
+        n_hist = min(pos, memory)
+        q = g.copy()
+        alphas = np.empty((n_hist, n))
+        for back in range(n_hist):
+            k = (pos - 1 - back) % memory
+            a_k = rho[k] * np.einsum("nd,nd->n", S[k], q)
             alphas[back] = a_k
-            q -= a_k[:, None] * y_k
-        has = npair > 0
-        last = (npair - 1) % memory
-        s_l, y_l = S[last, a_idx], Y[last, a_idx]
-        yy = np.einsum("nd,nd->n", y_l, y_l)
-        gamma = np.where(has, np.einsum("nd,nd->n", s_l, y_l) / np.where(yy > 0, yy, 1.0), 1.0)
-        r = gamma[:, None] * q
-        for back in range(memory - 1, -1, -1):
-            slot, valid = order[back]
-            y_k = Y[slot, a_idx]
-            r_k = np.where(valid, rho[slot, a_idx], 0.0)
-            b_k = r_k * np.einsum("nd,nd->n", y_k, r)
-            r += S[slot, a_idx] * (alphas[back] - b_k)[:, None]
-        d = -r
-        gd = np.einsum("nd,nd->n", ga, d)
+            q -= a_k[:, None] * Y[k]
+        q *= gamma[:, None]
+        for back in range(n_hist - 1, -1, -1):
+            k = (pos - 1 - back) % memory
+            b_k = rho[k] * np.einsum("nd,nd->n", Y[k], q)
+            q += S[k] * (alphas[back] - b_k)[:, None]
+        d = np.negative(q, out=q)
+        gd = np.einsum("nd,nd->n", g, d)
         bad = ~(gd < 0)
         if bad.any():  # not a descent direction: restart from steepest descent
-            d[bad] = -ga[bad]
-            gd[bad] = -np.einsum("nd,nd->n", ga[bad], ga[bad])
-            n_pairs[a_idx[bad]] = 0
+            d[bad] = -g[bad]
+            gd[bad] = -np.einsum("nd,nd->n", g[bad], g[bad])
+            n_pairs[bad] = 0
+            rho[:, bad] = 0.0
+            gamma[bad] = 1.0
         # first step without curvature information: scipy's 1/||g|| scaling
-        step = np.where(n_pairs[a_idx] > 0, 1.0, 1.0 / np.maximum(np.linalg.norm(ga, axis=1), 1e-12))
+        step = np.where(n_pairs > 0, 1.0, 1.0 / np.maximum(np.linalg.norm(g, axis=1), 1e-12))
         # backtracking Armijo line search, per example
-        f0 = f[a_idx]
-        accepted = np.zeros(a_idx.size, dtype=bool)
-        new_f = f0.copy()
-        new_g = ga.copy()
-        pending = np.arange(a_idx.size)
+        accepted = np.zeros(n, dtype=bool)
+        new_f = f.copy()
+        new_g = g.copy()
+        pending = np.arange(n)
         for _ls in range(max_ls):
             if pending.size == 0:
                 break
-            ii = a_idx[pending]
-            xt = x[ii] + step[pending, None] * d[pending]
-            o = obj(xt.reshape((-1, 2, H, W)), ii)
+            if pending.size == n:
+                xt = x + step[:, None] * d
+            else:
+                xt = x[pending] + step[pending, None] * d[pending]
+            ii = ids[pending]
+            o = fobj(xt, ii)
             n_eval[ii] += 1
-            best.update(ii, xt.reshape((-1, 2, H, W)), o)
-            ok = o["objective"] <= f0[pending] + c1 * step[pending] * gd[pending]
+            best.update(ii, xt.reshape((-1,) + shp), o)
+            ok = o["objective"] <= f[pending] + c1 * step[pending] * gd[pending]
             acc = pending[ok]
             accepted[acc] = True
             new_f[acc] = o["objective"][ok]
-            new_g[acc] = o["grad"].reshape(-1, D)[ok]
+            new_g[acc] = o["grad"][ok]
             pending = pending[~ok]
             step[pending] *= 0.5
-        # update accepted examples
-        acc = np.flatnonzero(accepted)
-        ia = a_idx[acc]
-        s_new = step[acc, None] * d[acc]
-        y_new = new_g[acc] - ga[acc]
+        # curvature pair into the shared ring slot (rho = 0: rejected / failed line search)
+        k = pos % memory
+        s_new = np.multiply(step[:, None], d, out=S[k])
+        s_new[~accepted] = 0.0
+        y_new = np.subtract(new_g, g, out=Y[k])
         sy = np.einsum("nd,nd->n", s_new, y_new)
-        keep = sy > 1e-10 * np.einsum("nd,nd->n", y_new, y_new)
-        slot = n_pairs[ia] % memory
-        S[slot[keep], ia[keep]] = s_new[keep]
-        Y[slot[keep], ia[keep]] = y_new[keep]
-        rho[slot[keep], ia[keep]] = 1.0 / sy[keep]
-        n_pairs[ia[keep]] += 1
-        x[ia] += s_new
-        fold = f[ia].copy()
-        f[ia] = new_f[acc]
-        g[ia] = new_g[acc]
-        n_iter[ia] += 1
-        # stopping tests (scipy L-BFGS-B: pgtol and factr * eps)
-        rel = (fold - f[ia]) / np.maximum(np.maximum(np.abs(fold), np.abs(f[ia])), 1.0)
-        done = (rel <= ftol) | (np.abs(g[ia]).max(axis=1) <= gtol)
-        active[ia[done]] = False
-        active[a_idx[~accepted]] = False  # line search failed
+        yy = np.einsum("nd,nd->n", y_new, y_new)
+        store = accepted & (sy > 1e-10 * yy)
+        rho[k] = 0.0
+        rho[k, store] = 1.0 / sy[store]
+        gamma[store] = sy[store] / yy[store]
+        n_pairs[store] += 1
+        pos += 1
+        x += s_new
+        fold = f
+        f, g = new_f, new_g
+        n_iter[ids[accepted]] += 1
+        # stopping tests (scipy L-BFGS-B: pgtol and factr * eps); failed line search stops too
+        rel = (fold - f) / np.maximum(np.maximum(np.abs(fold), np.abs(f)), 1.0)
+        done = (rel <= ftol) | (np.abs(g).max(axis=1) <= gtol) | ~accepted
+        if done.any():
+            compact(~done)
         if progress:
-            bar.set_postfix(running=int(active.sum()), success=f"{best.ok.mean():.3f}")
-    return best.result(x.reshape(obj.shape)), n_iter, n_eval
+            bar.set_postfix(running=int(ids.size), success=f"{best.ok.mean():.3f}")
+    x_final[ids] = x
+    return best.result(x_final.reshape(obj.shape)), n_iter, n_eval
 
 
 # ---------------------------------------------------------------------------
