@@ -801,17 +801,26 @@ def _render_report(run):
             L.append(f"| f_{v} | {_fmt(c['benign_accuracy'])} | " + " | ".join(_fmt(s) for s in c["success_rate"]) +
                      " | " + " | ".join(_fmt(a) for a in c["adv_accuracy"]) + " |")
         if "sdp" in curves and len(curves) > 1:
-            others = [c for v, c in curves.items() if v != "sdp"]
-            s_sdp = np.nanmean(curves["sdp"]["success_rate"])
-            s_oth = np.nanmean([np.nanmean(c["success_rate"]) for c in others])
-            a_sdp = np.mean(curves["sdp"]["adv_accuracy"])
-            a_oth = np.mean([np.mean(c["adv_accuracy"]) for c in others])
-            red, gain = s_oth - s_sdp, a_sdp - a_oth
-            verdict = "reproduces" if abs(red - 0.1) <= 0.05 and abs(gain - 0.08) <= 0.05 else "does not reproduce"
+            taus = next(iter(curves.values()))["tau"]
+            pos = [i for i, t in enumerate(taus) if t > 0] or list(range(len(taus)))
+            others = {v: c for v, c in curves.items() if v not in ("sdp", "rand")}
+
+            def avg(c, key):
+                return float(np.nanmean([c[key][i] for i in pos]))
+
+            s_sdp, a_sdp = avg(curves["sdp"], "success_rate"), avg(curves["sdp"], "adv_accuracy")
+            s_oth = float(np.mean([avg(c, "success_rate") for c in others.values()]))
+            a_oth = float(np.mean([avg(c, "adv_accuracy") for c in others.values()]))
+            s_best = min(avg(c, "success_rate") for c in others.values())
+            a_best = max(avg(c, "adv_accuracy") for c in others.values())
+            ds, da = s_sdp - s_oth, a_sdp - a_oth
+            verdict = "reproduces" if ds <= -0.05 and da >= 0.04 else "does not reproduce"
             L += ["", "| paper's claim | our measurement |", "|---|---|",
-                  f"| f_sdp: success rate about 0.1 lower, adversarial accuracy about 0.08 higher than the other "
-                  f"objectives | averaged over tau: success rate {_fmt(red)} lower, adversarial accuracy "
-                  f"{_fmt(gain)} higher: **{verdict}** (criterion: both within 0.05 of the paper's numbers) |"]
+                  f"| f_sdp: success rate about 0.1 lower and adversarial accuracy about 0.08 higher than the other "
+                  f"objectives | over tau > 0, f_sdp vs the mean of {', '.join('f_' + v for v in others)}: success "
+                  f"rate {ds:+.3f}, adversarial accuracy {da:+.3f} (vs the best other: {s_sdp - s_best:+.3f}, "
+                  f"{a_sdp - a_best:+.3f}): **{verdict}** (criterion: at least half the claimed sizes, success "
+                  f"<= -0.05 and accuracy >= +0.04, as in verify/fig6_stadv.py) |"]
         L.append("")
     audit = run.out / "audit" / "audit.md"
     if audit.is_file():
