@@ -365,6 +365,29 @@ class _KernelObjective:
         return {"objective": ladv + obj.tau * np.asarray(be.to_numpy(lf)), "success": success, "grad": g}
 
 
+def _two_loop(g, S, Y, rho, gamma, slots):
+    """L-BFGS two-loop recursion ``H g`` for every row of ``g (n, D)``.
+
+    ``slots`` lists the ring slots newest first; ``S, Y (memory, n, D)``,
+    ``rho (memory, n)`` (0 drops a pair), ``gamma (n,)`` the initial scaling.
+    Each step works on the contiguous views ``S[k], Y[k]`` (no gathers) with
+    one preallocated temporary.
+    """
+    q = g.copy()
+    t = np.empty_like(q)
+    alphas = np.empty((len(slots), q.shape[0]))
+    for j, k in enumerate(slots):
+        a_k = rho[k] * np.einsum("nd,nd->n", S[k], q)
+        alphas[j] = a_k
+        q -= np.multiply(Y[k], a_k[:, None], out=t)
+    q *= gamma[:, None]
+    for j in range(len(slots) - 1, -1, -1):
+        k = slots[j]
+        b_k = rho[k] * np.einsum("nd,nd->n", Y[k], q)
+        q += np.multiply(S[k], (alphas[j] - b_k)[:, None], out=t)
+    return q
+
+
 def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_ls=20, c1=1e-4):
     """Per-example L-BFGS (two-loop recursion) run on the whole batch at once.
 
@@ -424,19 +447,7 @@ def _batched_lbfgs(obj, max_iter, memory, progress, gtol=1e-5, ftol=2.2e-9, max_
         if n == 0:
             break
         # two-loop recursion, newest pair first (slots never written are skipped)
-        n_hist = min(pos, memory)
-        q = g.copy()
-        alphas = np.empty((n_hist, n))
-        for back in range(n_hist):
-            k = (pos - 1 - back) % memory
-            a_k = rho[k] * np.einsum("nd,nd->n", S[k], q)
-            alphas[back] = a_k
-            q -= a_k[:, None] * Y[k]
-        q *= gamma[:, None]
-        for back in range(n_hist - 1, -1, -1):
-            k = (pos - 1 - back) % memory
-            b_k = rho[k] * np.einsum("nd,nd->n", Y[k], q)
-            q += S[k] * (alphas[back] - b_k)[:, None]
+        q = _two_loop(g, S, Y, rho, gamma, [(pos - 1 - back) % memory for back in range(min(pos, memory))])
         d = np.negative(q, out=q)
         gd = np.einsum("nd,nd->n", g, d)
         bad = ~(gd < 0)
