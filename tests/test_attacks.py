@@ -153,6 +153,29 @@ def test_attack_runs_on_backend(setup, backend):
     assert res.flow.shape == (3, 2, H, W) and isinstance(res.flow, np.ndarray)
 
 
+@pytest.mark.parametrize("options", [{}, {"kappa": 0.3, "target": "next"}, dict(STADV_CODE_OPTIONS)])
+def test_batched_kernel_objective_matches_public_objective(setup, backend, options):
+    """The batched optimiser's kernel-level objective equals StadvObjective (values, gradients, flags)."""
+    from stadv_ref.attacks import _KernelObjective
+
+    net, X, y = setup
+    options = dict(options)
+    if options.get("target") == "next":
+        options["target"] = (y + 1) % K
+    flow = np.random.default_rng(4).uniform(-0.7, 0.7, (X.shape[0], 2, H, W)) + 0.013
+    idx = np.array([0, 2, 3, 7, 11])
+    with stadv_ref.use_backend(backend):
+        obj = StadvObjective(net, X, y, 0.05, **options)
+        ref_all, ref_sub = obj(flow), obj(flow[idx], idx)
+        kern = _KernelObjective(obj)
+        out_all = kern(flow.reshape(len(y), -1), np.arange(len(y)))
+        out_sub = kern(flow[idx].reshape(len(idx), -1), idx)
+    for ref, out in ((ref_all, out_all), (ref_sub, out_sub)):
+        np.testing.assert_allclose(out["objective"], ref["objective"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out["grad"], ref["grad"].reshape(len(out["grad"]), -1), rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(out["success"], ref["success"])
+
+
 @pytest.mark.mnist
 def test_attack_on_trained_mnist_net(mnist_dir):
     X, y = stadv_ref.load_mnist("train", data_dir=mnist_dir, limit=1000)
