@@ -53,6 +53,7 @@ __all__ = [
     "plot_convergence",
     "plot_certify",
     "plot_attack",
+    "export_docs",
 ]
 
 
@@ -66,8 +67,15 @@ def _tmp_in(path):
     return tmp
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _replace(tmp, path):
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -464,7 +472,7 @@ class Config:
     cert_eps: tuple = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1)
     paper_methods: tuple = ("paper-frobenius", "paper-spectral", "sdp")
     sound_methods: tuple = ("frobenius", "spectral", "sdp")
-    tight_variants: tuple = ("sdp",)
+    tight_variants: tuple = ("nt", "sdp")
     tight_method: str = "tight"
     cert_gap_tol: float = 1e-3
     attack_variants: tuple = ("nt", "at", "fro", "spe", "stn", "sdp")
@@ -953,3 +961,32 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
     seconds.update(total)
     atomic_write_json(run.out / "run.json", {"config": asdict(cfg), "seconds": seconds, "last_status": status})
     return status
+
+
+def export_docs(out, dest):
+    """Copy a finished reproduction's figures and ``report.md`` into ``dest`` (flat, links rewritten).
+
+    For committing a small copy (e.g. ``docs/quick/``) that the README can show; the figures are
+    saved at 100 dpi (well under 300 KB each).
+
+    Returns
+    -------
+    list of str
+        The files written.
+    """
+    import shutil
+
+    out, dest = Path(out), Path(dest)
+    if not (out / "report.md").is_file():
+        raise ValueError(f"{str(out)!r} holds no report.md; run stadv reproduce first")
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    text = (out / "report.md").read_text()
+    for png in sorted(out.glob("fig*/*.png")):
+        shutil.copyfile(png, dest / png.name)
+        text = text.replace(f"({png.parent.name}/{png.name})", f"({png.name})")
+        written.append(str(dest / png.name))
+    text = text.replace(f"`{out / 'models'}`", "`<out>/models`")
+    atomic_write_text(dest / "report.md", text)
+    written.append(str(dest / "report.md"))
+    return written

@@ -381,6 +381,12 @@ def test_reproduce_runs_every_step_then_resumes(tmp_path, fake_mnist, monkeypatc
     after = _markers(out)
     assert all(after[s] == before[s] for s in rp.STEP_NAMES if s not in ran)
 
+    # export for the docs: flat PNGs, links in report.md rewritten to them
+    files = rp.export_docs(out, tmp_path / "docs")
+    text = (tmp_path / "docs" / "report.md").read_text()
+    assert "(fig2_lower_bound.png)" in text and "(fig2/" not in text
+    assert all(Path(f).is_file() for f in files) and len(files) >= 8
+
     # 3) other settings: the affected steps are recomputed
     status = rp.reproduce(out, rp.Config(**{**cfg.__dict__, "taus": (0.0,)}), data_dir=fake_mnist,
                           progress=False, log=None)
