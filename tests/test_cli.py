@@ -431,3 +431,13 @@ def test_reproduce_missing_data_is_one_clear_line(tmp_path, capsys, monkeypatch)
     rc, _, err = _run(capsys, "reproduce", "--out", tmp_path / "r", "--data-dir", tmp_path / "nowhere",
                       "--no-progress", "-q")
     assert rc == 1 and _one_line_error(err) and "not found" in err
+
+
+def test_presets_match_the_paper_scale():
+    q, f = rp.quick_config(), rp.full_config()
+    assert f.n_train == 60000 and f.n_test == 10000 and f.n_attack == 10000
+    assert (f.hidden_lower, f.hidden_upper) == (512, 500)  # Sections 3 and 4
+    assert f.lower_eps[-1] == 7.84 and f.cert_eps[-1] == 0.1 and f.taus == (0.0, 0.025, 0.05, 0.075, 0.1)
+    assert set(f.tight_variants) == set(f.cert_variants) and f.cert_gap_tol <= 1e-5
+    assert set(q.cert_variants) == set(f.cert_variants) and set(q.attack_variants) == set(f.attack_variants)
+    assert q.n_train <= 5000 and len(q.taus) < len(f.taus) and len(q.lower_eps) < len(f.lower_eps)
