@@ -23,7 +23,8 @@ same run under the same conditions.
 
 Usage::
 
-    python benchmarks/bench_sdp.py [--quick] [--scs-limit SECONDS] [--out benchmarks/results/sdp.json]
+    python benchmarks/bench_sdp.py [--quick] [--scs-limit SECONDS] [--threads 1] [--repeat 3]
+                                   [--out benchmarks/results/sdp.json]
 """
 from __future__ import annotations
 
@@ -35,7 +36,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+
+def _threads_from_argv(argv):
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--threads" in args:
+        return args[args.index("--threads") + 1]
+    return "1"
+
+
+# BLAS threads must be fixed before NumPy loads (default 1: the 2 cores are shared with other jobs,
+# and two BLAS threads competing with them made both solvers erratic). Same setting for both solvers.
+if __name__ == "__main__":
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads_from_argv(None))
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,13 +90,16 @@ def _A_trained(pairs, quick_model=True):
     return [((net.V[i] - net.V[y])[:, None] * net.W) * lam[None, :] for i, y in pairs]
 
 
-def _fast(A, gap_tol, certificate, seed=0):
+def _fast(A, gap_tol, certificate, seed=0, repeat=3):
     from stadv_ref import solve_sdp
 
-    t0 = time.perf_counter()
-    r = solve_sdp(A, gap_tol=gap_tol, certificate=certificate, seed=seed)
-    wall = time.perf_counter() - t0
-    return {"seconds": wall, "value": r.value, "primal": r.primal, "certified_gap": r.gap, "n_iter": r.n_iter,
+    walls = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = solve_sdp(A, gap_tol=gap_tol, certificate=certificate, seed=seed)
+        walls.append(time.perf_counter() - t0)
+    wall = float(np.median(walls))
+    return {"seconds": wall, "seconds_all_repeats": walls, "value": r.value, "primal": r.primal, "certified_gap": r.gap, "n_iter": r.n_iter,
             "rank": r.rank, "certificate": r.certificate, "status": r.status, "solve_seconds": r.time_solve,
             "certificate_seconds": r.time_certificate}
 
@@ -105,6 +123,8 @@ def main(argv=None):
     p.add_argument("--scs-eps", type=float, default=1e-6)
     p.add_argument("--gap-tol", type=float, default=1e-4)
     p.add_argument("--pairs", type=int, default=5, help="class pairs timed for the fast solver at 784-500")
+    p.add_argument("--repeat", type=int, default=3, help="repeats of each fast solve (median reported)")
+    p.add_argument("--threads", default="1", help="BLAS threads for both solvers (set before NumPy loads)")
     p.add_argument("--out", default=str(HERE / "results" / "sdp.json"))
     args = p.parse_args(argv)
     sys.path.insert(0, str(HERE.parent))
@@ -131,8 +151,21 @@ def main(argv=None):
         if As is None:
             As = [_A_random(m, H, seed) for seed in range(len(pairs))]
         print(f"[{name}] n = {m + d}: fast solver on {len(As)} pair(s) ...", flush=True)
-        fast = [_fast(A, args.gap_tol, "auto") for A in As]
-        fast_eig = [_fast(A, args.gap_tol, "eigvalsh") for A in As[:2]]
+        fast = [_fast(A, args.gap_tol, "auto", repeat=args.repeat) for A in As]
+        fast_eig = [_fast(A, args.gap_tol, "eigvalsh", repeat=args.repeat) for A in As[:2]]
+        tight = []
+        if (m, H) == (500, 28) and source.startswith("MNIST"):
+            from stadv_ref import upper_bound
+            from stadv_ref.training import load_or_train
+
+            net = load_or_train("nt", hidden=500, quick=True, progress=False)
+            for pr in pairs:
+                t0 = time.perf_counter()
+                ub = upper_bound(net, 1.0, "tight", classes=pr, gap_tol=args.gap_tol)
+                sd = upper_bound(net, 1.0, "sdp", classes=pr, gap_tol=args.gap_tol)
+                tight.append({"pair": pr, "seconds": time.perf_counter() - t0, "tight_per_eps": ub.per_unit,
+                              "sdp_per_eps": sd.per_unit, "tight_over_sdp": ub.per_unit / sd.per_unit,
+                              "tight_winner": ub.details.get("winner"), "ellipsoid_gap": ub.gap})
         limit = big_limit if m >= 500 else (30.0 if args.quick else 300.0)
         print(f"[{name}] cvxpy+SCS (limit {limit:.0f} s) ...", flush=True)
         scs = _scs(As[0], limit, args.scs_eps)
@@ -142,6 +175,7 @@ def main(argv=None):
         row = {
             "size": name, "m": m, "d": d, "n": m + d, "network": source, "pairs": pairs,
             "fast": fast, "fast_eigvalsh_certificate": fast_eig, "scs": scs,
+            "tight_vs_sdp_info": tight,
             "fast_seconds_per_pair_mean": float(np.mean([f["seconds"] for f in fast])),
             "fast_seconds_per_pair_max": float(np.max([f["seconds"] for f in fast])),
             "fast_eigvalsh_seconds_per_pair_mean": float(np.mean([f["seconds"] for f in fast_eig])),
@@ -165,7 +199,8 @@ def main(argv=None):
                     "numpy": np.__version__, "load_average_start": load0, "load_average_end": os.getloadavg(),
                     "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
                     "note": "2-core machine shared with other jobs during the run; both solvers measured in the same "
-                            "run under the same load"},
+                            "run under the same load and BLAS thread setting; fast-solver times are the median of "
+                            "--repeat runs, SCS runs once"},
         "rows": rows,
         "seconds": time.perf_counter() - t_start,
     }
