@@ -64,6 +64,7 @@ _LAZY = {
     "LowerBoundResult": "impossibility",
     "upper_bound": "upper_bounds",
     "UpperBoundResult": "upper_bounds",
+    "LinearClassifier": "upper_bounds",
     "solve_sdp": "sdp",
     "certify": "certification",
     "stadv_attack": "attacks",

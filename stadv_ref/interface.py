@@ -136,8 +136,9 @@ class Backend(Protocol):
         Returns a Python float ``u`` with ``lambda_max(S) <= u`` in exact arithmetic
         despite rounding, and ``u - lambda_max(S) <= 1e-8 * max(1, ||S||_F)`` (for
         ``n <= 4096``). Reference: top eigenvalue by dense LAPACK (``eigh``), then a
-        proof by a floating-point Cholesky factorisation of ``u I - S`` with Rump's
-        (2006) margin, enlarging ``u`` until it succeeds. An iterative eigensolver
+        proof by a floating-point Cholesky factorisation of ``u I - S`` with the
+        backward-error margin of Cholesky (Demmel 1989; Higham, Thm 10.3; see
+        :func:`stadv_ref.sdp.cholesky_upper`), enlarging ``u`` until it succeeds. An iterative eigensolver
         alone is never enough (it can return a value below ``lambda_max``).
         Raises ``ValueError`` if ``S`` is not finite.
         """
