@@ -177,9 +177,14 @@ def bench_case(name, shape, dtype, repeats, threads, rng, flow_kind="normal", wi
             methods[("torch", "forward")] = t_fwd
             methods[("torch", "forward+backward")] = t_fwd_bwd
             o, gx, gf = t_grads()
-            check["torch_vs_numba_max_abs"] = float(
-                max(np.abs(o - out_nb).max(), np.abs(gx - gx_nb).max(), np.abs(gf - gf_nb).max())
-            )
+            # torch recomputes pixel positions from the normalised grid (float32 rounding of
+            # ~1e-5 px at 224 px); the flow gradient jumps where a position crosses an integer,
+            # so compare it by the share of entries that differ, not by the maximum.
+            dflow = np.abs(gf - gf_nb)
+            check["torch_vs_numba_max_abs_out"] = float(np.abs(o - out_nb).max())
+            check["torch_vs_numba_max_abs_grad_x"] = float(np.abs(gx - gx_nb).max())
+            check["torch_vs_numba_grad_flow_frac_above_1e-3"] = float((dflow > 1e-3).mean())
+            check["torch_vs_numba_grad_flow_median_abs"] = float(np.median(dflow))
 
     times = {}
     # The fast methods (numba, torch) are timed in interleaved rounds so that a
