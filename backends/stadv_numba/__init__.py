@@ -47,6 +47,8 @@ def _c(a, dtype):
 @functools.lru_cache(maxsize=64)
 def _grid(H, W, dtype):
     """Column and row of every flat pixel (``cg``, ``rg``, dtype ``T``) and ``one = T(1)``."""
+    if (H + 2 * _warp.RING) * (W + 2 * _warp.RING) >= 2**31:
+        raise ValueError(f"images of {H}x{W} pixels are too large for the numba backend's 32-bit offsets")
     dt = np.dtype(dtype)
     rg, cg = np.divmod(np.arange(H * W), W)
     cg = cg.astype(dt)

@@ -60,6 +60,7 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, deriv, KB, Wt):
     ``flf (N, 2, H*W)`` is a flat flow, or ``(N, 1, H*W)`` for a tied flow
     (``du = dv``). ``KB[j]`` is the offset of corner 00 in the padded plane.
     ``deriv`` (a constant at each call site): also write the derivative factors.
+    ``KB`` is int32 so that LLVM can use gathers with 32-bit indices (16 lanes).
     """
     kv = flf.shape[1] - 1  # component holding dv: 1, or 0 for a tied flow
     zero = one - one
@@ -85,7 +86,7 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, deriv, KB, Wt):
         fr0 = np.floor(pr)
         fc = pc - fc0
         fr = pr - fr0
-        KB[j] = np.uint64((np.int64(fr0) + RING) * Wp + np.int64(fc0) + RING)
+        KB[j] = np.int32((np.int64(fr0) + RING) * Wp + np.int64(fc0) + RING)
         gr = one - fr
         gc = one - fc
         Wt[0, j] = gr * gc
@@ -115,12 +116,12 @@ def _load_image(xf, n, C, H, W, XP):
 def _gather(XP, c, k0, L, KB, Wt, Wp, of, p):
     """``of[p, k0+j] = sum_k Wt[k, j] x_k`` from padded plane ``XP[c]`` (the warp of one block)."""
     for j in range(L):
-        q = KB[j]
+        q = np.int64(KB[j])
         of[p, np.uint64(k0 + j)] = (
-            Wt[0, j] * XP[c, q]
-            + Wt[1, j] * XP[c, q + 1]
-            + Wt[2, j] * XP[c, q + Wp]
-            + Wt[3, j] * XP[c, q + Wp + 1]
+            Wt[0, j] * XP[c, np.uint64(q)]
+            + Wt[1, j] * XP[c, np.uint64(q + 1)]
+            + Wt[2, j] * XP[c, np.uint64(q + Wp)]
+            + Wt[3, j] * XP[c, np.uint64(q + Wp + 1)]
         )
 
 
@@ -131,11 +132,11 @@ def _dflow(XP, c, gf, q0, k0, L, KB, Wt, Wp, outf, n, first):
     ``outf[n, 0|1, k0+j]`` gets (``first``) or accumulates ``g * d x~/d du|dv``.
     """
     for j in range(L):
-        q = KB[j]
-        x00 = XP[c, q]
-        x01 = XP[c, q + 1]
-        x10 = XP[c, q + Wp]
-        x11 = XP[c, q + Wp + 1]
+        q = np.int64(KB[j])
+        x00 = XP[c, np.uint64(q)]
+        x01 = XP[c, np.uint64(q + 1)]
+        x10 = XP[c, np.uint64(q + Wp)]
+        x11 = XP[c, np.uint64(q + Wp + 1)]
         k = np.uint64(k0 + j)
         g = gf[q0, k]
         su = g * (Wt[4, j] * (x01 - x00) + Wt[5, j] * (x11 - x10))
@@ -153,22 +154,22 @@ def _scatter(A, c, gf, p, k0, L, KB, Wt, Wp):
     """``A[c, corner_k(j)] += Wt[k, j] gf[p, k0+j]`` (scalar: corners of nearby pixels collide)."""
     for j in range(L):
         g = gf[p, np.uint64(k0 + j)]
-        q = KB[j]
-        A[c, q] += g * Wt[0, j]
-        A[c, q + 1] += g * Wt[1, j]
-        A[c, q + Wp] += g * Wt[2, j]
-        A[c, q + Wp + 1] += g * Wt[3, j]
+        q = np.int64(KB[j])
+        A[c, np.uint64(q)] += g * Wt[0, j]
+        A[c, np.uint64(q + 1)] += g * Wt[1, j]
+        A[c, np.uint64(q + Wp)] += g * Wt[2, j]
+        A[c, np.uint64(q + Wp + 1)] += g * Wt[3, j]
 
 
 @njit(**_INL)
 def _dflow_scatter(XP, A, c, gf, q0, k0, L, KB, Wt, Wp, outf, n, first):
     """:func:`_dflow` and :func:`_scatter` fused in one (scalar) loop, sharing the loads."""
     for j in range(L):
-        q = KB[j]
-        x00 = XP[c, q]
-        x01 = XP[c, q + 1]
-        x10 = XP[c, q + Wp]
-        x11 = XP[c, q + Wp + 1]
+        q = np.int64(KB[j])
+        x00 = XP[c, np.uint64(q)]
+        x01 = XP[c, np.uint64(q + 1)]
+        x10 = XP[c, np.uint64(q + Wp)]
+        x11 = XP[c, np.uint64(q + Wp + 1)]
         k = np.uint64(k0 + j)
         g = gf[q0, k]
         su = g * (Wt[4, j] * (x01 - x00) + Wt[5, j] * (x11 - x10))
@@ -179,10 +180,10 @@ def _dflow_scatter(XP, A, c, gf, q0, k0, L, KB, Wt, Wp, outf, n, first):
         else:
             outf[n, 0, k] += su
             outf[n, 1, k] += sv
-        A[c, q] += g * Wt[0, j]
-        A[c, q + 1] += g * Wt[1, j]
-        A[c, q + Wp] += g * Wt[2, j]
-        A[c, q + Wp + 1] += g * Wt[3, j]
+        A[c, np.uint64(q)] += g * Wt[0, j]
+        A[c, np.uint64(q + 1)] += g * Wt[1, j]
+        A[c, np.uint64(q + Wp)] += g * Wt[2, j]
+        A[c, np.uint64(q + Wp + 1)] += g * Wt[3, j]
 
 
 @njit(**_INL)
@@ -207,7 +208,7 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
     T = N * nb
     Wp = W + 2 * RING
     for ch in prange(nchunks):
-        KB = np.empty(BLOCK, dtype=np.uint64)
+        KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
         loaded = -1
@@ -220,7 +221,7 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
                 loaded = n
             _setup(flf, n, k0, L, cg, rg, H, W, one, border, False, KB, Wt)
             for c in range(C):
-                _gather(XP, c, k0, L, KB, Wt, np.uint64(Wp), of, n * C + c)
+                _gather(XP, c, k0, L, KB, Wt, Wp, of, n * C + c)
 
 
 @njit(parallel=True, **_OPTS)
@@ -233,7 +234,7 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
     T = N * nb
     Wp = W + 2 * RING
     for ch in prange(nchunks):
-        KB = np.empty(BLOCK, dtype=np.uint64)
+        KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
         loaded = -1
@@ -246,7 +247,7 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
                 loaded = n
             _setup(flf, n, k0, L, cg, rg, H, W, one, border, True, KB, Wt)
             for c in range(C):
-                _dflow(XP, c, gf, n * C + c, k0, L, KB, Wt, np.uint64(Wp), outf, n, c == 0)
+                _dflow(XP, c, gf, n * C + c, k0, L, KB, Wt, Wp, outf, n, c == 0)
 
 
 @njit(parallel=True, **_OPTS)
@@ -264,7 +265,7 @@ def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, nchunks, gxf):
     HWp = (H + 2 * RING) * Wp
     zero = one - one
     for ch in prange(nchunks):
-        KB = np.empty(BLOCK, dtype=np.uint64)
+        KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         A = np.empty((1, HWp), dtype=cg.dtype)
         for p in range(ch * NC // nchunks, (ch + 1) * NC // nchunks):
@@ -275,7 +276,7 @@ def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, nchunks, gxf):
                 k0 = b * BLOCK
                 L = min(BLOCK, HW - k0)
                 _setup(flf, n, k0, L, cg, rg, H, W, one, border, False, KB, Wt)
-                _scatter(A, 0, gf, p, k0, L, KB, Wt, np.uint64(Wp))
+                _scatter(A, 0, gf, p, k0, L, KB, Wt, Wp)
             _store_image(A, p, 1, H, W, gxf)
 
 
@@ -290,7 +291,7 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
     HWp = (H + 2 * RING) * Wp
     zero = one - one
     for ch in prange(nchunks):
-        KB = np.empty(BLOCK, dtype=np.uint64)
+        KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         XP = np.zeros((C, HWp), dtype=cg.dtype)
         A = np.empty((C, HWp), dtype=cg.dtype)
@@ -304,7 +305,7 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
                 L = min(BLOCK, HW - k0)
                 _setup(flf, n, k0, L, cg, rg, H, W, one, border, True, KB, Wt)
                 for c in range(C):
-                    _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, np.uint64(Wp), gflf, n, c == 0)
+                    _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, gflf, n, c == 0)
             _store_image(A, n, C, H, W, gxf)
 
 
@@ -321,7 +322,7 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
     T = N * nb
     Wp = W + 2 * RING
     for ch in prange(nchunks):
-        KB = np.empty(BLOCK, dtype=np.uint64)
+        KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
         S = np.empty((1, 2, BLOCK), dtype=cg.dtype)
@@ -336,6 +337,6 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
             _setup(rf, n, k0, L, cg, rg, H, W, one, border, True, KB, Wt)
             for c in range(C):
                 p = n * C + c
-                _dflow(XP, c, ones, 0, 0, L, KB, Wt, np.uint64(Wp), S, 0, True)
+                _dflow(XP, c, ones, 0, 0, L, KB, Wt, Wp, S, 0, True)
                 for j in range(L):
                     of[p, np.uint64(k0 + j)] = S[0, 0, j] + S[0, 1, j] if correct else S[0, 0, j]
