@@ -200,8 +200,10 @@ def test_certify_zero_one_loss(tmp_path, tiny, capsys):
     paths, net, X, y = tiny
     out = tmp_path / "cert"
     rc, stdout, err = _run(capsys, "certify", "--model", paths["net"], "--data", paths["data"], "--eps", 0, 0.01,
-                           0.1, "--method", "spectral", "sdp", "--out", out, "--no-progress")
+                           0.1, "--method", "spectral", "sdp", "--out", out, "--bound-cache", tmp_path / "bc",
+                           "--no-progress")
     assert rc == 0, err
+    assert len(list((tmp_path / "bc").glob("*.npz"))) == 2  # one per method, reused by later runs
     res = json.loads((out / "certify.json").read_text())
     clean_err = float((net.predict(X) != y).mean())
     for m in ("spectral", "sdp"):
@@ -216,12 +218,13 @@ def test_bound_binary_model(tmp_path, tiny, capsys):
     paths = tiny[0]
     out = tmp_path / "b"
     rc, stdout, err = _run(capsys, "bound", "--model", paths["bin"], "--eps", 0.1, 1, "--method", "spectral",
-                           "paper-spectral", "--out", out)
+                           "paper-spectral", "sdp", "--gap-tol", 1e-4, "--out", out)
     assert rc == 0, err
     rows = json.loads((out / "bound.json").read_text())["bounds"]
     val = {(r["method"], r["eps"]): r for r in rows}
     assert val[("spectral", 1.0)]["value"] == pytest.approx(10 * val[("spectral", 0.1)]["value"])
     assert val[("spectral", 1.0)]["sound"] and not val[("paper-spectral", 1.0)]["sound"]
+    assert val[("sdp", 1.0)]["sound"] and val[("sdp", 1.0)]["gap"] <= 1e-4
 
 
 def test_info_prints_model_summary(tiny, capsys):
