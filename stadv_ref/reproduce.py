@@ -262,7 +262,7 @@ def certify_curve(net, X, y, eps_list, methods, *, input_range=(0.0, 1.0), cache
     for m in tqdm(list(methods), desc="certify", unit="bound", disable=not progress):
         t0 = time.perf_counter()
         res = certify(net, X, y, eps_list, method=m, input_range=tuple(input_range), cache_dir=cache_dir,
-                      gap_tol=gap_tol, progress=False)
+                      gap_tol=gap_tol, progress=progress)
         flags = np.asarray(res.certified, dtype=bool).reshape(len(eps_list), -1)
         out["zero_one"][m] = [float(1 - f.mean()) for f in flags]
         out["certified_count"][m] = [int(f.sum()) for f in flags]
@@ -294,8 +294,8 @@ def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, 
            "success_rate": [], "adv_accuracy": [], "mean_l_diff": [], "mean_flow_norm": []}
     results = []
     for tau in tqdm(list(taus), desc="stAdv", unit="tau", disable=not progress):
-        res = stadv_attack(net, X, y, float(tau), method=method, max_iter=max_iter, kappa=kappa, progress=False,
-                           **options)
+        res = stadv_attack(net, X, y, float(tau), method=method, max_iter=max_iter, kappa=kappa,
+                           progress=progress and len(out["tau"]) == 1, **options)
         succ = np.asarray(res.success, bool)
         # an image already misclassified counts as "attack succeeded" in stadv_attack; Fig. 6 reports the
         # success rate among the images the network classifies correctly
