@@ -227,6 +227,22 @@ def test_bound_binary_model(tmp_path, tiny, capsys):
     assert val[("sdp", 1.0)]["sound"] and val[("sdp", 1.0)]["gap"] <= 1e-4
 
 
+def test_bound_multiclass_every_pair_and_one_pair(tmp_path, tiny, capsys):
+    pytest.importorskip("stadv_ref.upper_bounds")
+    paths, net = tiny[0], tiny[1]
+    rc, _, err = _run(capsys, "bound", "--model", paths["net"], "--eps", 0.5, "--method", "spectral", "--out",
+                      tmp_path / "all")
+    assert rc == 0, err
+    row = json.loads((tmp_path / "all" / "bound.json").read_text())["bounds"][0]
+    table = np.array(row["pair_values"])
+    assert table.shape == (3, 3) and np.allclose(table, table.T) and row["value"] == pytest.approx(table.max())
+    rc, _, err = _run(capsys, "bound", "--model", paths["net"], "--eps", 0.5, "--method", "spectral", "--classes",
+                      2, 0, "--out", tmp_path / "one")
+    assert rc == 0, err
+    one = json.loads((tmp_path / "one" / "bound.json").read_text())["bounds"][0]["value"]
+    assert one == pytest.approx(table[2, 0])
+
+
 def test_info_prints_model_summary(tiny, capsys):
     rc, out, _ = _run(capsys, "info", "--model", tiny[0]["net"])
     assert rc == 0
