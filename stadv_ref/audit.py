@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import operators as _ops
 from ._validate import check_budget, check_positive_int
 from .adversarial_loss import (
     adv_loss_exact,
@@ -151,7 +150,10 @@ def _random_net(rng, H, W, m, K=None, scale=1.0, bias=False):
 
 
 def _linear_net(v, image_shape, offset=2.0):
-    """``f(x) = v^T x`` as a one-hidden-layer net: ``W = I``, ``b = offset`` (``relu(x + b) = x + b`` for ``x >= -b``)."""
+    """``f(x) = v^T x`` as a one-hidden-layer net: ``W = I``, ``b = offset``.
+
+    ``relu(x + b) = x + b`` for ``x >= -b``, so the net is linear on the inputs used here.
+    """
     v = np.asarray(v, float).ravel()
     return OneHiddenLayerNet(np.eye(v.size), v, np.full(v.size, offset), None, image_shape=image_shape)
 
@@ -287,7 +289,8 @@ def _check_warp(ctx):
     adj = abs(float((out * yv).sum() - (x * warp_vjp_x(flow, yv)).sum()))
     fnd.numbers = dict(max_err_explicit_sum=err_sum, max_err_map_coordinates_grid_constant=err_gc,
                        max_err_map_coordinates_constant=err_c, adjoint_err=adj)
-    fnd.criterion = "holds if warp equals the explicit sum of Eq. (1) and scipy mode='grid-constant' within 1e-12, and its adjoint within 1e-10"
+    fnd.criterion = ("holds if warp equals the explicit sum of Eq. (1) and scipy mode='grid-constant' within 1e-12, "
+                     "and its adjoint within 1e-10")
     ok = err_sum < 1e-12 and err_gc < 1e-12 and adj < 1e-10
     fnd.verdict = "holds" if ok else "fails"
     fnd.measured = (f"max |warp - Eq.(1) sum| = {_g(err_sum)}; vs scipy grid-constant {_g(err_gc)} "
@@ -478,7 +481,8 @@ def _check_prop2(ctx):
     worst = float((np.abs(rand) / (eps * lam)).max())
     printed_viol = float((np.abs(ext[np.arange(idx.size), idx]) / lam.ravel()[idx]).max())
     corner = float(smoothness_norm((eps * lam)[None])[0] / eps)
-    fnd.numbers = dict(eps=eps, extremal_attain_ratio_min=float(attain.min()), extremal_attain_ratio_max=float(attain.max()),
+    fnd.numbers = dict(eps=eps, extremal_attain_ratio_min=float(attain.min()),
+                       extremal_attain_ratio_max=float(attain.max()),
                        extremal_budget_max=float(budget.max()), random_boundary_max_ratio=worst,
                        printed_box_max_ratio=printed_viol, box_corner_budget_ratio=corner,
                        lambda_range=[float(lam.min()), float(lam.max())])
@@ -667,12 +671,14 @@ def _check_eq4(ctx):
         res[name] = [float(np.abs(adv_loss_path_integral(net, x, flow, n, classes=(1, 0)) - exact).max() /
                            np.abs(exact).max()) for n in ns]
     fnd.numbers = dict(n=list(ns), rel_err=res)
-    fnd.criterion = (f"holds if, for both flow sizes, the midpoint estimate with n = {ns[-1]} is within 5e-3 relative of "
-                     f"f(g(r;x)) - f(x) and its error is at least 10x smaller than at n = 16 (the integrand jumps where "
-                     f"ReLUs switch or sampling points cross pixels, so convergence is O(1/n) to O(1/n^2))")
+    fnd.criterion = (f"holds if, for both flow sizes, the midpoint estimate with n = {ns[-1]} is within 5e-3 "
+                     f"relative of f(g(r;x)) - f(x) and its error is at least 10x smaller than at n = 16 (the "
+                     f"integrand jumps where ReLUs switch or sampling points cross pixels, so convergence is O(1/n) "
+                     f"to O(1/n^2))")
     ok = all(e[-1] < 5e-3 and e[-1] * 10 <= e[1] for e in res.values())
     fnd.verdict = "holds" if ok else "fails"
-    fnd.measured = "rel. error of the midpoint rule vs the exact loss (random 3-class ReLU net, untied flows): " + "; ".join(
+    fnd.measured = "rel. error of the midpoint rule vs the exact loss (random 3-class ReLU net, untied flows): "
+    fnd.measured += "; ".join(
         f"{k}: " + ", ".join(f"n={n}: {_g(e)}" for n, e in zip(ns, v) if n in (4, 64, ns[-1])) for k, v in res.items())
     return fnd
 
@@ -760,9 +766,9 @@ def _check_theorem_values(ctx):
     fnd.numbers = dict(lambda_i=lam_i, cap_abs_l_adv=cap, eps_where_thm2_exceeds_cap=eps_cross, eps=eps_list,
                        thm2_values=thm_vals, thm2_pair_exact_losses=exact2, algorithm2_exact_losses=lib2,
                        thm1_pair_exact_losses=ex1, negative_exact_losses=int(neg), thm_values_above_cap=int(over))
-    fnd.criterion = ("holds with correction if, for some eps <= 7.84, a theorem value exceeds the largest possible |l_adv| "
-                     "(2 ||v||_1 for a linear f) or the exact loss at a theorem pair is negative: the theorems bound l~ "
-                     "only, and the exact loss at the pair is the valid lower bound")
+    fnd.criterion = ("holds with correction if, for some eps <= 7.84, a theorem value exceeds the largest possible "
+                     "|l_adv| (2 ||v||_1 for a linear f) or the exact loss at a theorem pair is negative: the theorems "
+                     "bound l~ only, and the exact loss at the pair is the valid lower bound")
     fnd.verdict = "holds with correction" if (over or neg) else "holds"
     fnd.measured = (f"f = x_i (centre pixel): Thm. 2 value {lam_i:.3f} eps > max |l_adv| = {cap:.0f} from eps = "
                     f"{eps_cross:.2f}; exact l_adv at its pair for eps {eps_list}: {[round(e, 4) for e in exact2]}" +
@@ -827,11 +833,10 @@ def _check_thm1(ctx):
                                    x_inf=float(np.abs(xs).max()))
     lib = None
     try:
-        from . import impossibility  # noqa: F401
-        import stadv_ref
+        from .impossibility import lower_bound_attack
 
         net = _random_net(rng, 3, 3, 6)
-        out = stadv_ref.lower_bound_attack(net, eps)
+        out = lower_bound_attack(net, eps, progress=False)
         xs = np.linalg.pinv(net.W) @ np.ones(6)
         xs /= np.abs(xs).max()
         ds = relu_derivative(net.W @ xs)
@@ -841,9 +846,9 @@ def _check_thm1(ctx):
     except ImportError:
         lib = None
     fnd.numbers = dict(paper_shape_rank=rank, paper_shape_pinv_active_fraction=active, tiny=res, library=lib)
-    fnd.criterion = ("holds with correction if rank W < d for the paper's 512 x 784 shape, x* = pi_inf(W^+ 1) activates "
-                     "every neuron, (x*, r*) is feasible and l~(x*, r*) equals the theorem value (1e-9), and the "
-                     "brute-force sup over the cube's vertices is >= it")
+    fnd.criterion = ("holds with correction if rank W < d for the paper's 512 x 784 shape, x* = pi_inf(W^+ 1) "
+                     "activates every neuron, (x*, r*) is feasible and l~(x*, r*) equals the theorem value (1e-9), "
+                     "and the brute-force sup over the cube's vertices is >= it")
     ok = all(abs(c["l_tilde_at_pair"] - c["theorem"]) <= 1e-9 * max(1, abs(c["theorem"]))
              and c["budget_over_eps"] <= 1 + 1e-9 and c["brute_force_vertex_sup"] >= c["theorem"] * (1 - 1e-9)
              and c["x_inf"] <= 1 + 1e-12 for c in res.values())
@@ -887,14 +892,16 @@ def _check_thm2(ctx):
         brute = _lin_sup_vertices(H, W, eps, lambda X, v=v: X * v)
         res[f"{H}x{W}"] = dict(theorem=thm, l_tilde_at_pair=lt, budget_over_eps=budget, brute_force_vertex_sup=brute)
     fnd.numbers = dict(eps=eps, cases=res)
-    fnd.criterion = ("holds if (x*, r*) is feasible, v^T diag(x*) r* equals the theorem value (1e-9) and the brute-force "
-                     "sup over the cube's vertices is >= it")
-    ok = all(abs(c["l_tilde_at_pair"] - c["theorem"]) <= 1e-9 * max(1, c["theorem"]) and c["budget_over_eps"] <= 1 + 1e-9
+    fnd.criterion = ("holds if (x*, r*) is feasible, v^T diag(x*) r* equals the theorem value (1e-9) and the "
+                     "brute-force sup over the cube's vertices is >= it")
+    ok = all(abs(c["l_tilde_at_pair"] - c["theorem"]) <= 1e-9 * max(1, c["theorem"])
+             and c["budget_over_eps"] <= 1 + 1e-9
              and c["brute_force_vertex_sup"] >= c["theorem"] * (1 - 1e-9) for c in res.values())
     fnd.verdict = "holds" if ok else "fails"
     fnd.measured = "; ".join(f"{k}: theorem {c['theorem']:.4f} = l~(x*,r*) {c['l_tilde_at_pair']:.4f}, "
                              f"exact sup over vertices {c['brute_force_vertex_sup']:.4f} "
-                             f"(theorem reaches {c['theorem'] / c['brute_force_vertex_sup']:.1%})" for k, c in res.items())
+                             f"(theorem reaches {c['theorem'] / c['brute_force_vertex_sup']:.1%})"
+                             for k, c in res.items())
     return fnd
 
 
@@ -1034,7 +1041,8 @@ def _check_e14(ctx):
         fnd.verdict = "holds"
     fnd.measured = (f"printed step changes the CW margin by {_g(down)}, the ascent step by {_g(up)}; pair (y*, y) "
                     f"gradient vs finite differences rel. err {_g(_rel(an, fd))}; W diag(v) with W {m}x{d}: "
-                    f"{'defined' if printed_ok else 'dimension mismatch'}, W^T diag(v) is {corrected[0]}x{corrected[1]}")
+                    f"{'defined' if printed_ok else 'dimension mismatch'}, W^T diag(v) is "
+                    f"{corrected[0]}x{corrected[1]}")
     return fnd
 
 
@@ -1089,8 +1097,8 @@ def _check_eq16(ctx):
                        pm1_construction=dict(eps=eps, l_adv=pm1, bound_const2=b2, bound_const4=b4))
     fnd.criterion = ("holds with correction if a strong attack (PGA, tied and untied, restarts) never exceeds the "
                      "constant-2 bound for x in [0,1] (ratio <= 1) but a construction with ||x||_inf <= 1 exceeds it "
-                     "while staying under the constant-4 bound; the library's Eq. (16) equals the formula within 1e-6 (it "
-                     "rounds upward)")
+                     "while staying under the constant-4 bound; the library's Eq. (16) equals the formula within "
+                     "1e-6 (it rounds upward)")
     sound01 = worst <= 1 + 1e-9 and lib_err < 1e-6
     if not sound01:
         fnd.verdict = "fails"
@@ -1180,8 +1188,9 @@ def _bound_row(ctx, method, fid, claim, paper):
     flags = {r["sound_flag"] for r in ratios}
     fnd.numbers = dict(cases=ratios, max_attack_over_bound=worst, exceeded=int(exceeded))
     fnd.criterion = ("a bound is sound on these cases if the strong attack's exact l_adv never exceeds it (ratio <= 1, "
-                     "two independent PGA attacks over x in [0,1] and tied/untied flows with restarts: audit.strong_attack and "
-                     "certification.flow_pgd_attack on the random nets); fails on any exceedance")
+                     "two independent PGA attacks over x in [0,1] and tied/untied flows with restarts: "
+                     "audit.strong_attack and certification.flow_pgd_attack on the random nets); fails on any "
+                     "exceedance")
     fnd.verdict = "fails" if exceeded else "holds"
     kinds = sorted({r["kind"] for r in ratios if r["ratio"] > 1 + 1e-9})
     fnd.measured = (f"max attack / bound = {worst:.3f} over {len(ratios)} cases; exceeded in {exceeded}"
@@ -1230,9 +1239,9 @@ def _check_dual(ctx):
                          mixing_certified=bool(mix.certified), recomputed_dual=recomputed,
                          min_dual_minus_scs=worst, combinatorial_max=combo))
     fnd.numbers = dict(problems=rows)
-    fnd.criterion = ("holds if every dual bound (solver's c and random c, recomputed with eigvalsh) is >= the SCS primal "
-                     "value - 1e-6, the certified mixing value is >= both the recomputed dual - 1e-9 and the SCS value - "
-                     "1e-6 and within 1e-3 relative of it, and >= the brute-force max of z^T P z")
+    fnd.criterion = ("holds if every dual bound (solver's c and random c, recomputed with eigvalsh) is >= the SCS "
+                     "primal value - 1e-6, the certified mixing value is >= both the recomputed dual - 1e-9 and the "
+                     "SCS value - 1e-6 and within 1e-3 relative of it, and >= the brute-force max of z^T P z")
     ok = all(r["min_dual_minus_scs"] >= -1e-6 and r["mixing_certified"]
              and r["mixing_value"] >= r["recomputed_dual"] - 1e-9 and r["mixing_value"] >= r["scs_primal"] - 1e-6
              and abs(r["mixing_value"] - r["scs_primal"]) <= 1e-3 * abs(r["scs_primal"])
@@ -1263,7 +1272,8 @@ def _check_paper_frobenius(ctx):
 @_check("sound-spectral")
 def _check_sound_spectral(ctx):
     return _bound_row(ctx, "spectral", "Sound spectral [E12]",
-                      "Corrected spectral bound 2 eps ||v||_2 ||W||_2 / sqrt(lambda_min(L)) (derived, not in the paper)",
+                      "Corrected spectral bound 2 eps ||v||_2 ||W||_2 / sqrt(lambda_min(L)) "
+                      "(derived, not in the paper)",
                       "(the printed one is invalid; this is the same chain with the ellipsoid)")
 
 
@@ -1383,9 +1393,9 @@ def _check_e13(ctx):
     fnd.numbers = dict(eps=eps, q=[dict(i=k[0], y=k[1], q=v) for k, v in q.items()], min_q=qmin,
                        printed_rule_certified=int(printed.sum()), margin_rule_certified=int(margin_rule.sum()),
                        library_certified=int(lib_flags.sum()), n=int(len(y)), certified_but_broken=int(broken))
-    fnd.criterion = ("holds with correction if every q_iy > 0 (so the printed rule certifies nothing), the margin rule "
-                     "f_y - f_i > q_iy certifies some points, agrees with certify(), and no certified point is broken by "
-                     "the strong attack")
+    fnd.criterion = ("holds with correction if every q_iy > 0 (so the printed rule certifies nothing), the margin "
+                     "rule f_y - f_i > q_iy certifies some points, agrees with certify(), and no certified point is "
+                     "broken by the strong attack")
     agree = bool(np.array_equal(lib_flags.astype(bool), margin_rule))
     if broken:
         fnd.verdict = "fails"

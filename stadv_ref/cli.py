@@ -373,7 +373,8 @@ def cmd_certify(args):
     plot_certify({name: curve}, out / "certify.png", by="network", title=f"0/1 adversarial loss of {name}")
     for m in args.method:
         vals = ", ".join(f"eps={e:g}: {z:.3f}" for e, z in zip(curve["eps"], curve["zero_one"][m]))
-        _say(args, f"{m}: 0/1 adversarial loss {vals}" + ("" if curve["sound"].get(m, True) else " (NOT a sound bound)"))
+        flag = "" if curve["sound"].get(m, True) else " (NOT a sound bound)"
+        _say(args, f"{m}: 0/1 adversarial loss {vals}{flag}")
     _say(args, f"results -> {out}")
     return 0
 
@@ -753,6 +754,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{where}: interrupted (finished outputs are kept; rerun to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. "stadv info ... | head": not an error of ours
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except (CLIError, BackendError, ValueError, TypeError, FileNotFoundError, ImportError, OSError) as exc:
         if debug:
             raise

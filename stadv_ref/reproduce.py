@@ -393,9 +393,10 @@ def plot_convergence(curves, path, *, title="Convergence of Algorithm 1 (Fig. 4)
     return atomic_savefig(fig, path)
 
 
-_METHOD_LABEL = {"paper-frobenius": "Frobenius (as printed, unsound)", "paper-spectral": "spectral (as printed, unsound)",
-                 "frobenius": "Frobenius (sound)", "spectral": "spectral (sound)", "sdp": "SDP", "tight": "tight (ours)",
-                 "linear": "linear (Eq. 16)"}
+_METHOD_LABEL = {"paper-frobenius": "Frobenius (as printed, unsound)",
+                 "paper-spectral": "spectral (as printed, unsound)", "frobenius": "Frobenius (sound)",
+                 "spectral": "spectral (sound)", "sdp": "SDP", "tight": "tight (ours)", "linear": "linear (Eq. 16)",
+                 "aabb": "AABB box"}
 
 
 def plot_certify(curves, path, *, by="method", title="0/1 adversarial loss from upper bounds"):
@@ -792,7 +793,8 @@ def _render_report(run):
                     spec_t = int((pb["spectral"][iu] < pb["sdp"][iu]).sum())
                     line = f"f_{v}: sound spectral < SDP on {spec_t}/{len(iu[0])} class pairs"
                     if "tight" in pb:
-                        worse = int((pb["tight"][iu] > np.minimum(pb["sdp"][iu], pb["spectral"][iu]) * (1 + 1e-6)).sum())
+                        best = np.minimum(pb["sdp"][iu], pb["spectral"][iu])
+                        worse = int((pb["tight"][iu] > best * (1 + 1e-6)).sum())
                         ratio = float(np.median(pb["tight"][iu] / pb["sdp"][iu]))
                         line += f"; tight above min(SDP, spectral) on {worse}, median tight/SDP {ratio:.2f}"
                     rows.append(line)
@@ -806,7 +808,8 @@ def _render_report(run):
             L += ["", "| paper's claim | our measurement |", "|---|---|",
                   f"| all bounds are loose: the 0/1 loss goes to 1 as eps reaches 0.1 | at eps = {eps[-1]:g}: " +
                   "; ".join(f"{mm} {_fmt(min(z))}-{_fmt(max(z))}" for mm, z in per.items() if z) +
-                  f": **{'reproduces' if len(near1) == len(per) else 'reproduces only for ' + (', '.join(near1) or 'none')}"
+                  ": **" + ("reproduces" if len(near1) == len(per) else
+                            "reproduces only for " + (", ".join(near1) or "none")) +
                   f"** (criterion: 0/1 loss >= 0.95 on every network) |"]
             if "sdp" in curves and "sdp" in methods:
                 c = curves["sdp"]
@@ -822,11 +825,12 @@ def _render_report(run):
     f6 = _summary(run, "fig6")
     if f6:
         curves = f6["summary"]["curves"]
+        taus0 = next(iter(curves.values()))["tau"]
         L += ["## Figure 6: stAdv attack vs tau", "", "![fig6](fig6/fig6_stadv.png)", "",
               f"{f6['summary']['n_attack']} test images; success rate among correctly classified images.", "",
-              "| network | benign acc. | " + " | ".join(f"success tau={t:g}" for t in next(iter(curves.values()))["tau"])
-              + " | " + " | ".join(f"adv. acc. tau={t:g}" for t in next(iter(curves.values()))["tau"]) + " |",
-              "|---|---|" + "---|" * (2 * len(next(iter(curves.values()))["tau"]))]
+              "| network | benign acc. | " + " | ".join(f"success tau={t:g}" for t in taus0) + " | "
+              + " | ".join(f"adv. acc. tau={t:g}" for t in taus0) + " |",
+              "|---|---|" + "---|" * (2 * len(taus0))]
         for v, c in curves.items():
             L.append(f"| f_{v} | {_fmt(c['benign_accuracy'])} | " + " | ".join(_fmt(s) for s in c["success_rate"]) +
                      " | " + " | ".join(_fmt(a) for a in c["adv_accuracy"]) + " |")

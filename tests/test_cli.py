@@ -288,7 +288,8 @@ def _onnx_model(path, W, b, V, c, matmul=False):
 @pytest.mark.parametrize("matmul", [False, True])
 def test_import_onnx_matches_the_graph(tmp_path, capsys, matmul):
     rng = np.random.default_rng(4)
-    W, b, V, c = rng.standard_normal((7, 20)), rng.standard_normal(7), rng.standard_normal((3, 7)), rng.standard_normal(3)
+    W, b = rng.standard_normal((7, 20)), rng.standard_normal(7)
+    V, c = rng.standard_normal((3, 7)), rng.standard_normal(3)
     _onnx_model(tmp_path / "m.onnx", W, b, V, c, matmul)
     rc, _, err = _run(capsys, "import-onnx", tmp_path / "m.onnx", tmp_path / "m.npz")
     assert rc == 0, err
@@ -364,8 +365,8 @@ def _tiny_config():
     return rp.Config(mode="test", n_train=300, n_test=20, epochs={"nt": 1, "fro": 1}, hidden_lower=8, hidden_upper=8,
                      lower_variants=("nt", "rand"), lower_eps=(0.5, 2.0), lower_max_iter=1, lower_n=2,
                      sample_eps=(0.5,), cert_variants=("nt",), cert_eps=(0.0, 0.05),
-                     paper_methods=("paper-spectral", "spectral"), sound_methods=("spectral", "frobenius"), tight_variants=("nt",),
-                     tight_method="aabb",
+                     paper_methods=("paper-spectral", "spectral"), sound_methods=("spectral", "frobenius"),
+                     tight_variants=("nt",), tight_method="aabb",
                      attack_variants=("nt", "fro"), taus=(0.05,), n_attack=8, attack_max_iter=5)
 
 
