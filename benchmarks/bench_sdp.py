@@ -99,7 +99,8 @@ def _fast(A, gap_tol, certificate, seed=0, repeat=3):
         r = solve_sdp(A, gap_tol=gap_tol, certificate=certificate, seed=seed)
         walls.append(time.perf_counter() - t0)
     wall = float(np.median(walls))
-    return {"seconds": wall, "seconds_all_repeats": walls, "value": r.value, "primal": r.primal, "certified_gap": r.gap, "n_iter": r.n_iter,
+    return {"seconds": wall, "seconds_all_repeats": walls, "value": r.value, "primal": r.primal,
+            "certified_gap": r.gap, "n_iter": r.n_iter,
             "rank": r.rank, "certificate": r.certificate, "status": r.status, "solve_seconds": r.time_solve,
             "certificate_seconds": r.time_certificate}
 

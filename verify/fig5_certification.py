@@ -371,7 +371,8 @@ def main(argv=None):
         "paper_claim": "all bounds fairly loose: the estimated adversarial loss goes to 1 as eps reaches 0.1; "
                        "the SDP bound is slightly tighter than the alternatives under f_sdp",
         "notes": [
-            "paper-frobenius / paper-spectral are the appendix's printed bounds eps||W||_F||v||_2 and eps||W||_2||v||_2: "
+            "paper-frobenius / paper-spectral are the appendix's printed bounds eps||W||_F||v||_2 and "
+            "eps||W||_2||v||_2: "
             "not valid bounds ([E12]); they are plotted dotted for comparison only",
             "sdp: eps * SDP(P) with a certified dual bound (constant 2 for [0,1] pixels, [E7])",
             "tight: min of the ellipsoid SDP (s in [0,1]^m, u in the solid hull of ||M r|| <= 1), the spectral bound "
