@@ -116,24 +116,12 @@ def flow_tv_grad(xp, cache, flow):
     return 2 * apply_L(xp, cache, flow)
 
 
+from stadv_ref.smoothness import _unpad_adjoint  # slicing only: works on any array module
+
+
 def _pad_flow(xp, flow, padding):
     mode = "constant" if padding == "zeros" else "symmetric"
     return xp.pad(flow, ((0, 0), (0, 0), (1, 1), (1, 1)), mode=mode)
-
-
-def _unpad_adjoint(gpad, padding):
-    """Adjoint of :func:`_pad_flow`: fold the halo gradients back (symmetric)."""
-    g = gpad[..., 1:-1, 1:-1].copy()
-    if padding == "symmetric":
-        g[..., 0, :] += gpad[..., 0, 1:-1]
-        g[..., -1, :] += gpad[..., -1, 1:-1]
-        g[..., :, 0] += gpad[..., 1:-1, 0]
-        g[..., :, -1] += gpad[..., 1:-1, -1]
-        g[..., 0, 0] += gpad[..., 0, 0]
-        g[..., 0, -1] += gpad[..., 0, -1]
-        g[..., -1, 0] += gpad[..., -1, 0]
-        g[..., -1, -1] += gpad[..., -1, -1]
-    return g
 
 
 def stadv_flow_loss(xp, flow, eps, neighborhood, padding):
