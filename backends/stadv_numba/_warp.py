@@ -187,6 +187,48 @@ def _dflow_scatter(XP, A, c, gf, q0, k0, L, KB, Wt, Wp, outf, n, first):
 
 
 @njit(**_INL)
+def _both_one(XP, A, c, gf, p, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7):
+    """One channel of :func:`_dflow_rgb` at one pixel: scatter ``g w`` into ``A[c]``, return ``(su, sv)``."""
+    x00 = XP[c, q]
+    x01 = XP[c, q + 1]
+    x10 = XP[c, q + Wp]
+    x11 = XP[c, q + Wp + 1]
+    g = gf[p, k]
+    A[c, q] += g * w0
+    A[c, q + 1] += g * w1
+    A[c, q + Wp] += g * w2
+    A[c, q + Wp + 1] += g * w3
+    return g * (d4 * (x01 - x00) + d5 * (x11 - x10)), g * (d6 * (x10 - x00) + d7 * (x11 - x01))
+
+
+@njit(**_INL)
+def _dflow_scatter_rgb(XP, A, gf, p0, k0, L, KB, Wt, Wp, outf, n):
+    """:func:`_dflow_scatter` for all three channels of an image at once (pixel-major).
+
+    The corner offset and the eight weights are loaded once per pixel, and the
+    flow gradient is summed over the channels in registers (in the reference's
+    order ``(c0 + c1) + c2``) and stored once: about 20% faster than three
+    channel passes on 3x224x224 images.
+    """
+    for j in range(L):
+        q = np.uint64(np.int64(KB[j]))
+        k = np.uint64(k0 + j)
+        w0 = Wt[0, j]
+        w1 = Wt[1, j]
+        w2 = Wt[2, j]
+        w3 = Wt[3, j]
+        d4 = Wt[4, j]
+        d5 = Wt[5, j]
+        d6 = Wt[6, j]
+        d7 = Wt[7, j]
+        a0, b0 = _both_one(XP, A, 0, gf, p0, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
+        a1, b1 = _both_one(XP, A, 1, gf, p0 + 1, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
+        a2, b2 = _both_one(XP, A, 2, gf, p0 + 2, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
+        outf[n, 0, k] = (a0 + a1) + a2
+        outf[n, 1, k] = (b0 + b1) + b2
+
+
+@njit(**_INL)
 def _store_image(A, n, C, H, W, gxf):
     """``gxf[n*C + c]`` = interior of the padded accumulator ``A[c]`` (the ring is dropped)."""
     Wp = W + 2 * RING
@@ -282,7 +324,10 @@ def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, nchunks, gxf):
 
 @njit(parallel=True, **_OPTS)
 def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, gflf):
-    """Both VJPs in one pass over the pixels; parallel over chunks of images (race-free scatter)."""
+    """Both VJPs in one pass over the pixels; parallel over chunks of images (race-free scatter).
+
+    Three-channel images take the pixel-major path :func:`_dflow_scatter_rgb`.
+    """
     N = flf.shape[0]
     C = xf.shape[0] // N
     HW = H * W
@@ -304,8 +349,11 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
                 k0 = b * BLOCK
                 L = min(BLOCK, HW - k0)
                 _setup(flf, n, k0, L, cg, rg, H, W, one, border, True, KB, Wt)
-                for c in range(C):
-                    _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, gflf, n, c == 0)
+                if C == 3:
+                    _dflow_scatter_rgb(XP, A, gf, n * C, k0, L, KB, Wt, Wp, gflf, n)
+                else:
+                    for c in range(C):
+                        _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, gflf, n, c == 0)
             _store_image(A, n, C, H, W, gxf)
 
 
