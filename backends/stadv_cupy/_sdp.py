@@ -25,18 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-_EPS = np.finfo(np.float64).eps / 2  # unit roundoff 2^-53
-_TINY = 1e-300
+from stadv_ref.sdp import _EPS, _TINY, _gamma  # the reference's rounding constants (Higham)
+
 CHUNK = 16
 """Iterations of :func:`sdp_mixing` per host check of the stopping rule."""
-
-
-def _gamma(k):
-    """``gamma_k = k u / (1 - k u)`` (Higham)."""
-    ku = k * _EPS
-    if ku >= 0.5:
-        raise ValueError(f"matrix too large for the rounding analysis (n = {k})")
-    return ku / (1 - ku)
 
 
 def _to_host(xp, a):
