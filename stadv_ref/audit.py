@@ -29,6 +29,7 @@ gradient ascent used to test every upper bound (it is also useful on its own).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -115,12 +116,44 @@ CHECKS = []
 """Registered checks, in report order: ``(key, function)``."""
 
 
-def _check(key):
+def _check(key, item, claim, paper):
+    """Register a check under ``key`` for the audit row ``item`` (its claim, and what the paper prints).
+
+    The decorated ``fn(ctx, fnd)`` measures and fills the row ``fnd`` (a :class:`Finding`
+    made from ``item``, ``claim``, ``paper``): ``numbers``, ``criterion``, ``verdict``,
+    ``measured``. What is registered is the check ``ctx -> Finding``.
+    """
     def deco(fn):
-        CHECKS.append((key, fn))
-        return fn
+        @functools.wraps(fn)
+        def check(ctx):
+            fnd = Finding(item, claim, paper)
+            fn(ctx, fnd)
+            return fnd
+
+        CHECKS.append((key, check))
+        return check
 
     return deco
+
+
+def _graded(as_printed, corrected):
+    """Verdict of a claim measured both as printed and with its stated correction.
+
+    ``"holds"`` if the printed claim passes its criterion, ``"holds with correction"``
+    if only the corrected one does, ``"fails"`` if neither.
+    """
+    if as_printed:
+        return "holds"
+    return "holds with correction" if corrected else "fails"
+
+
+def _also_require(fnd, failed, criterion, measured, **numbers):
+    """Add a further condition to the row ``fnd``: its numbers, criterion and measurement; ``failed`` fails it."""
+    fnd.numbers.update(numbers)
+    fnd.criterion += "; and " + criterion
+    fnd.measured += "; " + measured
+    if failed:
+        fnd.verdict = "fails"
 
 
 def _rel(a, b):
@@ -254,15 +287,12 @@ def strong_attack(net, eps, *, tied_flow=True, classes=None, x=None, input_range
 # ---------------------------------------------------------------------------
 # Spatial transformation, Eq. (1)
 # ---------------------------------------------------------------------------
-@_check("warp")
-def _check_warp(ctx):
+@_check("warp", "Eq. (1)",
+        "Bilinear warp g(r; x): pixels outside the image contribute nothing (zero padding)",
+        "x~_i = sum_{j in N(i)} x_j max(0,1-|u_i+du_i-u_j|) max(0,1-|v_i+dv_i-v_j|)")
+def _check_warp(ctx, fnd):
     import scipy.ndimage as ndi
 
-    fnd = Finding(
-        "Eq. (1)",
-        "Bilinear warp g(r; x): pixels outside the image contribute nothing (zero padding)",
-        "x~_i = sum_{j in N(i)} x_j max(0,1-|u_i+du_i-u_j|) max(0,1-|v_i+dv_i-v_j|)",
-    )
     rng = ctx.rng(1)
     H, W = 7, 9
     x = rng.uniform(0, 1, (4, H, W))
@@ -295,19 +325,15 @@ def _check_warp(ctx):
     fnd.verdict = "holds" if ok else "fails"
     fnd.measured = (f"max |warp - Eq.(1) sum| = {_g(err_sum)}; vs scipy grid-constant {_g(err_gc)} "
                     f"(scipy mode='constant' differs by {_g(err_c)}); adjoint error {_g(adj)}")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
 # Flow smoothness, Eq. (2), Proposition 1
 # ---------------------------------------------------------------------------
-@_check("E1")
-def _check_e1(ctx):
-    fnd = Finding(
-        "Eq. (2) [E1]",
+@_check("E1", "Eq. (2) [E1]",
         "l_diff is the quadratic total variation (no square root inside the sum)",
-        "OCR of Eq. (2) does not show whether a sqrt sits inside sum_i sum_j (||du_i-du_j||^2 + ||dv_i-dv_j||^2)",
-    )
+        "OCR of Eq. (2) does not show whether a sqrt sits inside sum_i sum_j (||du_i-du_j||^2 + ||dv_i-dv_j||^2)")
+def _check_e1(ctx, fnd):
     rng = ctx.rng(2)
     H, W = 6, 8
     L = smoothness_matrix(H, W)
@@ -330,16 +356,12 @@ def _check_e1(ctx):
     fnd.measured = (f"quadratic reading vs 2 r^T L r: rel. err {_g(e_quad)} (degree {deg_quad:.2f}); "
                     f"square-root reading: rel. err {_g(e_root)} (degree {deg_root:.2f}); "
                     f"only the {which} reading is consistent with Prop. 1")
-    return fnd
 
 
-@_check("E2")
-def _check_prop1(ctx):
-    fnd = Finding(
-        "Prop. 1 [E2]",
+@_check("E2", "Prop. 1 [E2]",
         "For a tied flow, l_diff = 2 r^T L r with L = M^T M = sum_k (I-M(k))^T (I-M(k))",
-        "l_diff = sqrt(2 r^T M^T M r) (Prop. 1), l_diff = ||M r|| (Eq. 3), 2 r^T M^T M r (proof, Eq. 9)",
-    )
+        "l_diff = sqrt(2 r^T M^T M r) (Prop. 1), l_diff = ||M r|| (Eq. 3), 2 r^T M^T M r (proof, Eq. 9)")
+def _check_prop1(ctx, fnd):
     rng = ctx.rng(3)
     H, W = 28, 28
     r = rng.standard_normal((6, H, W))
@@ -366,25 +388,16 @@ def _check_prop1(ctx):
     ok = {k: e < 1e-10 for k, e in errs.items()}
     keys = list(cands)
     struct_ok = e_kron < 1e-12 and e_norm < 1e-10
-    if ok[keys[0]] and struct_ok:
-        fnd.verdict = "holds"
-    elif ok[keys[2]] and struct_ok:
-        fnd.verdict = "holds with correction"
-    else:
-        fnd.verdict = "fails"
+    fnd.verdict = _graded(ok[keys[0]] and struct_ok, ok[keys[2]] and struct_ok)
     fnd.measured = ("rel. err vs measured l_diff (28x28): " +
                     "; ".join(f"{k}: {_g(e)}" for k, e in errs.items()) +
                     f". L = sum_k (I-M(k))^T(I-M(k)) equals the Kronecker sum A_H(x)I + I(x)A_W (err {_g(e_kron)})")
-    return fnd
 
 
-@_check("E3")
-def _check_e3(ctx):
-    fnd = Finding(
-        "Prop. 1 proof [E3]",
+@_check("E3", "Prop. 1 proof [E3]",
         "L = M^T M is positive (semi)definite; diagonal of Z = (I-M(t))^T(I-M(t))",
-        "Z_ii = 1 (top boundary), 1 (bottom boundary), 2 (otherwise); Z diagonally dominant, so L is PSD",
-    )
+        "Z_ii = 1 (top boundary), 1 (bottom boundary), 2 (otherwise); Z diagonally dominant, so L is PSD")
+def _check_e3(ctx, fnd):
     H, W = 28, 28
     top = neighbor_matrices(H, W).top.toarray()
     A = np.eye(H * W) - top
@@ -403,21 +416,17 @@ def _check_e3(ctx):
     fnd.criterion = ("conclusion holds if lambda_min(L) > 1e-6 (positive definite); holds with correction if some "
                      "printed diagonal entries differ from the measured ones")
     concl = lam_min > 1e-6 and abs(lam_min - lam_dense) < 1e-9
-    fnd.verdict = ("holds" if not mismatched else "holds with correction") if concl else "fails"
+    fnd.verdict = _graded(concl and not mismatched, concl)
     fnd.measured = (f"diag Z measured: top rows {measured['top']}, bottom rows {measured['bottom']}, interior "
                     f"{measured['interior']} (printed entries wrong for: {', '.join(mismatched) or 'none'}); "
                     f"Z diagonally dominant: {dominant}; lambda_min(L) at 28x28 = {lam_min:.4f} > 0, so L is "
                     f"positive definite")
-    return fnd
 
 
-@_check("E4")
-def _check_e4(ctx):
-    fnd = Finding(
-        "Eq. (6)/(12) [E4]",
+@_check("E4", "Eq. (6)/(12) [E4]",
         "r* = eps M^-1 pi_2(M^-1 a) maximises a^T r over ||M r|| <= eps",
-        "M^-1 used where M^-T is meant; M defined only through M^T M = L",
-    )
+        "M^-1 used where M^-T is meant; M defined only through M^T M = L")
+def _check_e4(ctx, fnd):
     rng = ctx.rng(4)
     H, W = 6, 5
     Lden = dense_smoothness_power(H, W, 1.0)
@@ -446,25 +455,16 @@ def _check_e4(ctx):
     sym_ok = abs(s["printed_ratio"] - 1) < 1e-9
     chol_fail = c["printed_ratio"] < 1 - 1e-6
     corr_ok = abs(c["corrected_ratio"] - 1) < 1e-9 and abs(c["corrected_budget"] - 1) < 1e-9
-    if sym_ok and not chol_fail:
-        fnd.verdict = "holds"
-    elif sym_ok and corr_ok:
-        fnd.verdict = "holds with correction"
-    else:
-        fnd.verdict = "fails"
+    fnd.verdict = _graded(sym_ok and not chol_fail, sym_ok and corr_ok)
     fnd.measured = (f"value / optimum: symmetric M {s['printed_ratio']:.10f}; Cholesky factor with printed "
                     f"M^-1 {c['printed_ratio']:.4f}, with M^-T {c['corrected_ratio']:.10f}; the fast operator "
                     f"equals the symmetric root (err {_g(e_fast)})")
-    return fnd
 
 
-@_check("E11")
-def _check_prop2(ctx):
-    fnd = Finding(
-        "Prop. 2 [E11]",
+@_check("E11", "Prop. 2 [E11]",
         "AABB of {r : ||M r|| <= eps} is |r_i| <= eps lambda_i, lambda_i = sqrt((L^-1)_ii)",
-        "AABB is [-lambda_i, lambda_i] (no eps)",
-    )
+        "AABB is [-lambda_i, lambda_i] (no eps)")
+def _check_prop2(ctx, fnd):
     rng = ctx.rng(11)
     H, W = 28, 28
     eps = 2.0
@@ -491,26 +491,20 @@ def _check_prop2(ctx):
                      "(no eps) is exceeded at eps = 2")
     feas = budget.max() <= 1 + 1e-9 and abs(attain.min() - 1) < 1e-9 and abs(attain.max() - 1) < 1e-9
     inside = worst <= 1 + 1e-9
-    if feas and inside:
-        fnd.verdict = "holds with correction" if printed_viol > 1 + 1e-9 else "holds"
-    else:
-        fnd.verdict = "fails"
+    printed_exceeded = printed_viol > 1 + 1e-9
+    fnd.verdict = _graded(feas and inside and not printed_exceeded, feas and inside)
     fnd.measured = (f"at eps = {eps}: extremal flows feasible (max ||M r||/eps = {budget.max():.12f}) and reach "
                     f"|r_i|/(eps lambda_i) = {attain.min():.12f}; 400 random boundary flows: max {worst:.4f}; "
                     f"printed box exceeded by factor {printed_viol:.3f}; box corner has ||M r||/eps = {corner:.2f}")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
 # Proposition 3 [E5]
 # ---------------------------------------------------------------------------
-@_check("E5")
-def _check_prop3(ctx):
-    fnd = Finding(
-        "Prop. 3 [E5]",
+@_check("E5", "Prop. 3 [E5]",
         "Extreme values of l_adv are attained at tied flows r(u) = r(v)",
-        "'Due to the symmetry of r(u) and r(v), the extreme values are attained when r(u) = r(v)'",
-    )
+        "'Due to the symmetry of r(u) and r(v), the extreme values are attained when r(u) = r(v)'")
+def _check_prop3(ctx, fnd):
     rng = ctx.rng(5)
     H, W = 10, 10
     lam_max = float(aabb_radii(H, W, 1.0).max())
@@ -549,27 +543,20 @@ def _check_prop3(ctx):
     fnd.criterion = ("fails if an untied flow with the same l_diff (Eq. 2) has an exact loss > 1.01 x the best "
                      "tied one found (on the stripe construction the factor sqrt(2) holds for every tied r)")
     same_budget = abs(ld_u - ld_t) <= 1e-9 * max(ld_t, 1e-300)
-    if same_budget and t_val > 0 and u_val > 1.01 * t_val:
-        fnd.verdict = "fails"
-    else:
-        fnd.verdict = "holds"
+    fnd.verdict = "fails" if same_budget and t_val > 0 and u_val > 1.01 * t_val else "holds"
     fnd.measured = (f"stripe image, eps = {eps:.3f}: best tied exact loss {t_val:.4f}, untied (sqrt2 r, 0) with equal "
                     f"l_diff {u_val:.4f} (x{u_val / t_val:.4f}); random ReLU net: tied {tv:.4f} vs untied {uv:.4f}; "
                     f"under the printed linearisation [x, x] the ratio is {untied_lin / tied_lin:.4f} "
                     f"(the proof holds only for l~)")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
 # Jacobian of the warp [E6], [E7]
 # ---------------------------------------------------------------------------
-@_check("E6")
-def _check_e6(ctx):
-    fnd = Finding(
-        "Jacobian Dg [E6]",
+@_check("E6", "Jacobian Dg [E6]",
         "For a tied flow Dg is diagonal with dg_i/dr_i = d x~_i/d du_i + d x~_i/d dv_i",
-        "dg_i/dr_i printed with the du (column) term only",
-    )
+        "dg_i/dr_i printed with the du (column) term only")
+def _check_e6(ctx, fnd):
     rng = ctx.rng(6)
     H, W = 6, 6
     x = rng.uniform(0, 1, (1, H, W))
@@ -593,24 +580,15 @@ def _check_e6(ctx):
     fnd.criterion = ("a formula matches if max |formula - central finite difference| < 1e-6; holds with correction "
                      "if the du+dv sum matches and the printed du term does not")
     ok_c, ok_p, diag_ok = e_c < 1e-6, e_p < 1e-6, offdiag < 1e-6
-    if ok_p and diag_ok:
-        fnd.verdict = "holds"
-    elif ok_c and diag_ok:
-        fnd.verdict = "holds with correction"
-    else:
-        fnd.verdict = "fails"
+    fnd.verdict = _graded(ok_p and diag_ok, ok_c and diag_ok)
     fnd.measured = (f"vs finite differences: du + dv max err {_g(e_c)}, printed du-only term max err {_g(e_p)}; "
                     f"largest off-diagonal entry {_g(offdiag)} (Dg is diagonal)")
-    return fnd
 
 
-@_check("E7")
-def _check_e7(ctx):
-    fnd = Finding(
-        "Jacobian range [E7]",
+@_check("E7", "Jacobian range [E7]",
         "|dg_i/dr_i| <= 2 (used in Eq. (15) and Section 4.1)",
-        "diagonal elements of Dg(zr; x) vary within [-2, 2] (while Section 3 allows ||x||_inf <= 1)",
-    )
+        "diagonal elements of Dg(zr; x) vary within [-2, 2] (while Section 3 allows ||x||_inf <= 1)")
+def _check_e7(ctx, fnd):
     # dg/dr = d_du + d_dv is linear in x and multilinear in the fractional offsets: its sup over a box is
     # attained at vertices, so enumerating the 16 corner values and the 4 offset corners is exact.
     vals = {}
@@ -642,23 +620,19 @@ def _check_e7(ctx):
                      "exceeds 2 (exact vertex enumeration)")
     ok01 = vals["[0,1]"] <= 2 + 1e-9
     okpm = vals["[-1,1]"] <= 2 + 1e-9
-    fnd.verdict = "holds" if ok01 and okpm else ("holds with correction" if ok01 else "fails")
+    fnd.verdict = _graded(ok01 and okpm, ok01)
     fnd.measured = (f"exact sup |dg_i/dr_i|: {vals['[0,1]']:.6f} for x in [0,1], {vals['[-1,1]']:.6f} for "
                     f"||x||_inf <= 1 (use 4 there); random x in [0,1]: max {rand01:.3f}; at r = 0 the right and left "
                     f"derivatives differ ({right:.4f} vs {left:.4f})")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
 # Eq. (4) and the linearisation [E8]
 # ---------------------------------------------------------------------------
-@_check("eq4")
-def _check_eq4(ctx):
-    fnd = Finding(
-        "Eq. (4), (7), (13)",
+@_check("eq4", "Eq. (4), (7), (13)",
         "l_adv(x, r) = integral_0^1 grad(f o g)(z r; x)^T r dz, approximated by the midpoint rule",
-        "l_adv = int_0^1 (grad(f o g)(zr; x))^T r dz; r(i) = (2i-1)/(2n) r",
-    )
+        "l_adv = int_0^1 (grad(f o g)(zr; x))^T r dz; r(i) = (2i-1)/(2n) r")
+def _check_eq4(ctx, fnd):
     rng = ctx.rng(8)
     H, W = 8, 8
     net = _random_net(rng, H, W, 16, K=3, bias=True)
@@ -680,16 +654,12 @@ def _check_eq4(ctx):
     fnd.measured = "rel. error of the midpoint rule vs the exact loss (random 3-class ReLU net, untied flows): "
     fnd.measured += "; ".join(
         f"{k}: " + ", ".join(f"n={n}: {_g(e)}" for n, e in zip(ns, v) if n in (4, 64, ns[-1])) for k, v in res.items())
-    return fnd
 
 
-@_check("E8")
-def _check_e8(ctx):
-    fnd = Finding(
-        "Linearisation l~ [E8]",
+@_check("E8", "Linearisation l~ [E8]",
         "l~ = dsigma(Wx)^T diag(v) W Dg(0; x) r with Dg(0; x) = diag(x) is the linear approximation of l_adv",
-        "'Dg(0; x) = diag(x) according to Eqn (1)'",
-    )
+        "'Dg(0; x) = diag(x) according to Eqn (1)'")
+def _check_e8(ctx, fnd):
     rng = ctx.rng(9)
     H, W = 8, 8
     net = _random_net(rng, H, W, 20, bias=True)
@@ -712,16 +682,12 @@ def _check_e8(ctx):
         fnd.verdict = "ambiguous"
     fnd.measured = (f"directional derivative of l_adv at r = 0 vs printed l~: rel. err {_g(e_lin)}; vs one-sided "
                     f"image differences (forward for r > 0, backward for r < 0): {_g(e_first)}")
-    return fnd
 
 
-@_check("E8b")
-def _check_theorem_values(ctx):
-    fnd = Finding(
-        "Thms. 1-2 vs l_adv [E8]",
+@_check("E8b", "Thms. 1-2 vs l_adv [E8]",
         "The theorems' values are lower bounds of the adversarial loss (Fig. 2: the loss grows without bound in eps)",
-        "sup l~ >= eps ||...|| (about l~); 'possible to find (x*, r*) that forces arbitrarily large error'",
-    )
+        "sup l~ >= eps ||...|| (about l~); 'possible to find (x*, r*) that forces arbitrarily large error'")
+def _check_theorem_values(ctx, fnd):
     rng = ctx.rng(10)
     H, W = 28, 28
     # Single-pixel linear classifier f = x_i: |l_adv| <= 2 for every feasible pair, and Theorem 2 is explicit:
@@ -775,7 +741,6 @@ def _check_theorem_values(ctx):
                     (f" (Algorithm 2: {[round(e, 4) for e in lib2]})" if lib2 else "") +
                     f"; at the Thm. 1 pair of a random 784-64 net: {[round(e, 3) for e in ex1]}; "
                     f"{neg} negative exact losses")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
@@ -790,13 +755,10 @@ def _lin_sup_vertices(H, W, eps, coef_fn):
     return float(vals.max())
 
 
-@_check("E9")
-def _check_thm1(ctx):
-    fnd = Finding(
-        "Thm. 1 [E9]",
+@_check("E9", "Thm. 1 [E9]",
         "sup l~ >= eps ||M^-1 diag(x*) W^T diag(v) dsigma(W x*)||, x* = pi_inf(W_d^-1 1), attained at r* of Eq. (6)",
-        "assumes rank W = d and a rank-d submatrix W_d (the paper's own net is 512 x 784)",
-    )
+        "assumes rank W = d and a rank-d submatrix W_d (the paper's own net is 512 x 784)")
+def _check_thm1(ctx, fnd):
     rng = ctx.rng(12)
     Wp = rng.standard_normal((512, 784))
     rank = int(np.linalg.matrix_rank(Wp))
@@ -854,25 +816,19 @@ def _check_thm1(ctx):
              and c["x_inf"] <= 1 + 1e-12 for c in res.values())
     if lib is not None:
         ok = ok and lib["rel_err"] < 1e-6
-    if not ok:
-        fnd.verdict = "fails"
-    else:
-        fnd.verdict = "holds with correction" if rank < 784 and active == 1.0 else "holds"
+    assumption_fails = rank < 784 and active == 1.0  # no W_d^-1, yet the pseudo-inverse x* works
+    fnd.verdict = _graded(ok and not assumption_fails, ok)
     tiny = "; ".join(f"{k}: theorem {c['theorem']:.4f} = l~(x*,r*) {c['l_tilde_at_pair']:.4f}, vertex sup "
                      f"{c['brute_force_vertex_sup']:.4f}" for k, c in res.items())
     fnd.measured = (f"512x784 Gaussian W has rank {rank} < 784 (no W_d^-1); pinv x* activates {active:.0%} of "
                     f"neurons. 3x3 grids: {tiny}" +
                     (f"; lower_bound_attack's theorem value agrees (rel. {_g(lib['rel_err'])})" if lib else ""))
-    return fnd
 
 
-@_check("thm2")
-def _check_thm2(ctx):
-    fnd = Finding(
-        "Thm. 2, Eq. (12)",
+@_check("thm2", "Thm. 2, Eq. (12)",
         "Linear f = v^T x: sup l~ >= eps ||M^-1 diag(v) x*||, x* = pi_inf(v*), attained at r* of Eq. (12)",
-        "v* the primary eigenvector of diag(v) M^-2 diag(v)",
-    )
+        "v* the primary eigenvector of diag(v) M^-2 diag(v)")
+def _check_thm2(ctx, fnd):
     rng = ctx.rng(13)
     eps = 1.3
     res = {}
@@ -902,7 +858,6 @@ def _check_thm2(ctx):
                              f"exact sup over vertices {c['brute_force_vertex_sup']:.4f} "
                              f"(theorem reaches {c['theorem'] / c['brute_force_vertex_sup']:.1%})"
                              for k, c in res.items())
-    return fnd
 
 
 def _alpha_eq7(net, x, r, n=4):
@@ -921,13 +876,10 @@ def _alpha_eq7(net, x, r, n=4):
     return alpha / n
 
 
-@_check("E10")
-def _check_e10(ctx):
-    fnd = Finding(
-        "Alg. 1 [E10]",
+@_check("E10", "Alg. 1 [E10]",
         "The x-update x <- sign(alpha) of Algorithm 1 is repeated until convergence",
-        "'while not converged do ... x* <- [sign(alpha_1), ..., sign(alpha_d)]'",
-    )
+        "'while not converged do ... x* <- [sign(alpha_1), ..., sign(alpha_d)]'")
+def _check_e10(ctx, fnd):
     H, W, m = 3, 3, 5
     eps = 1.0
     found = None
@@ -986,16 +938,12 @@ def _check_e10(ctx):
                         (f"; lower_bound_attack (cycle detection, caps, best iterate) on it terminates after "
                          f"{lib['history_len']} iterates, cycle detected: {lib['cycle_detected']}, exact loss "
                          f"{lib['init_exact_loss']:.4f} -> {lib['exact_loss']:.4f}" if lib else ""))
-    return fnd
 
 
-@_check("E14")
-def _check_e14(ctx):
-    fnd = Finding(
-        "Eqs. (6), (18), Sec. 6.6 [E14]",
+@_check("E14", "Eqs. (6), (18), Sec. 6.6 [E14]",
         "Multi-class attack: ascend the CW margin via the pair (y*, y); Eq. (6) uses W^T diag(v)",
-        "Eq. (18): r_{t+1} = r_t - alpha d l_adv/dr; Eq. (6): M^-1 diag(x*) W diag(v) dsigma",
-    )
+        "Eq. (18): r_{t+1} = r_t - alpha d l_adv/dr; Eq. (6): M^-1 diag(x*) W diag(v) dsigma")
+def _check_e14(ctx, fnd):
     rng = ctx.rng(14)
     H, W = 8, 8
     net = _random_net(rng, H, W, 24, K=5, bias=True)
@@ -1033,17 +981,12 @@ def _check_e14(ctx):
                      "raises it, the pair gradient matches finite differences (1e-5), and W diag(v) is undefined for "
                      "m != d while W^T diag(v) is")
     ok_pair = _rel(an, fd) < 1e-5
-    if not ok_pair:
-        fnd.verdict = "fails"
-    elif down < 0 < up or not printed_ok:
-        fnd.verdict = "holds with correction"
-    else:
-        fnd.verdict = "holds"
+    printed_wrong = down < 0 < up or not printed_ok
+    fnd.verdict = _graded(ok_pair and not printed_wrong, ok_pair)
     fnd.measured = (f"printed step changes the CW margin by {_g(down)}, the ascent step by {_g(up)}; pair (y*, y) "
                     f"gradient vs finite differences rel. err {_g(_rel(an, fd))}; W diag(v) with W {m}x{d}: "
                     f"{'defined' if printed_ok else 'dimension mismatch'}, W^T diag(v) is "
                     f"{corrected[0]}x{corrected[1]}")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
@@ -1055,13 +998,10 @@ def _upper_bound(net, eps, method, classes=None, input_range=(0, 1)):
     return stadv_ref.upper_bound(net, eps, method=method, classes=classes, input_range=input_range)
 
 
-@_check("eq16")
-def _check_eq16(ctx):
-    fnd = Finding(
-        "Eq. (16) [E7]",
+@_check("eq16", "Eq. (16) [E7]",
         "Linear classifier: l_adv <= 2 eps ||v * lambda||_1 (x in [0,1]); constant 4 when ||x||_inf <= 1",
-        "l_adv <= 2 eps ||v^T diag(lambda)||_1 (from |dg_i/dr_i| <= 2)",
-    )
+        "l_adv <= 2 eps ||v^T diag(lambda)||_1 (from |dg_i/dr_i| <= 2)")
+def _check_eq16(ctx, fnd):
     rng = ctx.rng(16)
     H, W = 8, 8
     lam = aabb_radii(H, W, 1.0).ravel()
@@ -1100,14 +1040,11 @@ def _check_eq16(ctx):
                      "while staying under the constant-4 bound; the library's Eq. (16) equals the formula within "
                      "1e-6 (it rounds upward)")
     sound01 = worst <= 1 + 1e-9 and lib_err < 1e-6
-    if not sound01:
-        fnd.verdict = "fails"
-    else:
-        fnd.verdict = "holds with correction" if b2 < pm1 <= b4 else "holds"
+    const2_exceeded = b2 < pm1 <= b4
+    fnd.verdict = _graded(sound01 and not const2_exceeded, sound01)
     fnd.measured = (f"x in [0,1]: max attack / bound = {worst:.3f} over {len(rows)} cases (library = formula, rel. "
                     f"{_g(lib_err)}); x in [-1,1] single-pixel construction at eps = {eps}: l_adv = {pm1:.4f} > "
                     f"2 eps lambda_i = {b2:.4f} (<= 4 eps lambda_i = {b4:.4f})")
-    return fnd
 
 
 def _checkerboard_nets(H, W):
@@ -1170,8 +1107,8 @@ def _soundness_suite(ctx):
     return cases
 
 
-def _bound_row(ctx, method, fid, claim, paper):
-    fnd = Finding(fid, claim, paper)
+def _bound_row(ctx, method, fnd):
+    """Fill ``fnd`` with the soundness of ``upper_bound(method=method)`` on :func:`_soundness_suite`."""
     cases = _soundness_suite(ctx)
     ratios = []
     for c in cases:
@@ -1182,7 +1119,7 @@ def _bound_row(ctx, method, fid, claim, paper):
     if not ratios:
         fnd.verdict = "not run"
         fnd.measured = f"upper_bound(method={method!r}) returned no value on the test networks"
-        return fnd
+        return
     worst = max(r["ratio"] for r in ratios)
     exceeded = sum(r["ratio"] > 1 + 1e-9 for r in ratios)
     flags = {r["sound_flag"] for r in ratios}
@@ -1197,23 +1134,19 @@ def _bound_row(ctx, method, fid, claim, paper):
                     + (f" ({', '.join(kinds)})" if kinds else "") + f"; library flag sound = {sorted(flags)}")
     if exceeded and True in flags:
         fnd.measured += " -- a bound flagged sound was exceeded"
-    return fnd
 
 
-@_check("aabb")
-def _check_aabb(ctx):
-    return _bound_row(ctx, "aabb", "AABB box bound (Sec. 4.1 step ii)",
-                      "l_adv <= 2 eps max_{s,t} s^T diag(v) W diag(lambda) t <= 2 eps sum_ij |v_i W_ij lambda_j|",
-                      "(ii): diag(z) r bounded by the AABB of the ellipsoid (Prop. 2)")
+@_check("aabb", "AABB box bound (Sec. 4.1 step ii)",
+        "l_adv <= 2 eps max_{s,t} s^T diag(v) W diag(lambda) t <= 2 eps sum_ij |v_i W_ij lambda_j|",
+        "(ii): diag(z) r bounded by the AABB of the ellipsoid (Prop. 2)")
+def _check_aabb(ctx, fnd):
+    _bound_row(ctx, "aabb", fnd)
 
 
-@_check("dual")
-def _check_dual(ctx):
-    fnd = Finding(
-        "SDP certificate (Sec. 4.1)",
+@_check("dual", "SDP certificate (Sec. 4.1)",
         "A certified SDP value comes from the dual bound n max(0, lambda_max(P - diag c)) + sum max(c, 0) >= SDP(P)",
-        "'efficiently solvable using off-the-shelf SDP optimizers' (no certificate discussed)",
-    )
+        "'efficiently solvable using off-the-shelf SDP optimizers' (no certificate discussed)")
+def _check_dual(ctx, fnd):
     from .sdp import solve_sdp
 
     rng = ctx.rng(20)
@@ -1252,44 +1185,44 @@ def _check_dual(ctx):
         f"{(r['mixing_value'] - r['scs_primal']) / abs(r['scs_primal']):.1e}), min over c of dual - SCS "
         f"{r['min_dual_minus_scs']:.2e}" + (f", brute-force max z^T P z {r['combinatorial_max']:.4f}"
                                            if r["combinatorial_max"] is not None else "") for r in rows)
-    return fnd
 
 
-@_check("E12-paper-spectral")
-def _check_paper_spectral(ctx):
-    return _bound_row(ctx, "paper-spectral", "Spectral bound [E12]",
-                      "Naive spectral bound l_adv <= eps ||W||_2 ||v||_2 is an upper bound",
-                      "appendix: l <= eps ||W||_2 ||v||_2")
+@_check("E12-paper-spectral", "Spectral bound [E12]",
+        "Naive spectral bound l_adv <= eps ||W||_2 ||v||_2 is an upper bound",
+        "appendix: l <= eps ||W||_2 ||v||_2")
+def _check_paper_spectral(ctx, fnd):
+    _bound_row(ctx, "paper-spectral", fnd)
 
 
-@_check("E12-paper-frobenius")
-def _check_paper_frobenius(ctx):
-    return _bound_row(ctx, "paper-frobenius", "Frobenius bound [E12]",
-                      "Naive Frobenius bound l_adv <= eps ||W||_F ||v||_2 is an upper bound",
-                      "appendix: l <= eps ||W||_F ||v||_2")
+@_check("E12-paper-frobenius", "Frobenius bound [E12]",
+        "Naive Frobenius bound l_adv <= eps ||W||_F ||v||_2 is an upper bound",
+        "appendix: l <= eps ||W||_F ||v||_2")
+def _check_paper_frobenius(ctx, fnd):
+    _bound_row(ctx, "paper-frobenius", fnd)
 
 
-@_check("sound-spectral")
-def _check_sound_spectral(ctx):
-    return _bound_row(ctx, "spectral", "Sound spectral [E12]",
-                      "Corrected spectral bound 2 eps ||v||_2 ||W||_2 / sqrt(lambda_min(L)) "
-                      "(derived, not in the paper)",
-                      "(the printed one is invalid; this is the same chain with the ellipsoid)")
+@_check("sound-spectral", "Sound spectral [E12]",
+        "Corrected spectral bound 2 eps ||v||_2 ||W||_2 / sqrt(lambda_min(L)) "
+        "(derived, not in the paper)",
+        "(the printed one is invalid; this is the same chain with the ellipsoid)")
+def _check_sound_spectral(ctx, fnd):
+    _bound_row(ctx, "spectral", fnd)
 
 
-@_check("sound-frobenius")
-def _check_sound_frobenius(ctx):
-    return _bound_row(ctx, "frobenius", "Sound Frobenius [E12]",
-                      "Corrected Frobenius bound (derived, not in the paper)", "(the printed one is invalid)")
+@_check("sound-frobenius", "Sound Frobenius [E12]",
+        "Corrected Frobenius bound (derived, not in the paper)",
+        "(the printed one is invalid)")
+def _check_sound_frobenius(ctx, fnd):
+    _bound_row(ctx, "frobenius", fnd)
 
 
-@_check("sdp")
-def _check_sdp(ctx):
-    fnd = _bound_row(ctx, "sdp", "SDP bound (Sec. 4.1)",
-                     "l_adv <= eps max_{||z||_inf<=1} z^T P z <= eps SDP(P), certified by the dual inequality",
-                     "SDP relaxation max tr(ZP), diag(Z) <= 1, Z psd")
+@_check("sdp", "SDP bound (Sec. 4.1)",
+        "l_adv <= eps max_{||z||_inf<=1} z^T P z <= eps SDP(P), certified by the dual inequality",
+        "SDP relaxation max tr(ZP), diag(Z) <= 1, Z psd")
+def _check_sdp(ctx, fnd):
+    _bound_row(ctx, "sdp", fnd)
     if fnd.verdict == "not run":
-        return fnd
+        return
     # the relaxation is above the combinatorial maximum (brute force on a tiny P)
     rng = ctx.rng(18)
     net = _random_net(rng, 3, 3, 5)
@@ -1300,22 +1233,19 @@ def _check_sdp(ctx):
     Z = np.array(list(itertools.product((-1.0, 1.0), repeat=14)))
     combo = float(np.einsum("ni,ij,nj->n", Z, P, Z).max())
     sdp_val = float(_upper_bound(net, eps, "sdp").value)
-    fnd.numbers["tiny_combinatorial_max_eps_zPz"] = eps * combo
-    fnd.numbers["tiny_sdp_bound"] = sdp_val
-    if sdp_val < eps * combo * (1 - 1e-7):
-        fnd.verdict = "fails"
-    fnd.criterion += "; and eps SDP(P) >= eps max over z in {-1,1}^n of z^T P z (brute force, n = 14)"
-    fnd.measured += f"; tiny net: eps SDP = {sdp_val:.4f} >= brute-force max z^T P z = {eps * combo:.4f}"
-    return fnd
+    _also_require(fnd, sdp_val < eps * combo * (1 - 1e-7),
+                  "eps SDP(P) >= eps max over z in {-1,1}^n of z^T P z (brute force, n = 14)",
+                  f"tiny net: eps SDP = {sdp_val:.4f} >= brute-force max z^T P z = {eps * combo:.4f}",
+                  tiny_combinatorial_max_eps_zPz=eps * combo, tiny_sdp_bound=sdp_val)
 
 
-@_check("tight")
-def _check_tight(ctx):
-    fnd = _bound_row(ctx, "tight", "Tighter bound (ours)",
-                     "Project's tighter sound bound: <= both the SDP and the sound spectral bound",
-                     "(not in the paper)")
+@_check("tight", "Tighter bound (ours)",
+        "Project's tighter sound bound: <= both the SDP and the sound spectral bound",
+        "(not in the paper)")
+def _check_tight(ctx, fnd):
+    _bound_row(ctx, "tight", fnd)
     if fnd.verdict == "not run":
-        return fnd
+        return
     worse = 0
     n = 0
     for c in _soundness_suite(ctx):
@@ -1323,27 +1253,20 @@ def _check_tight(ctx):
         if "value" in b.get("tight", {}) and "value" in b.get("sdp", {}) and "value" in b.get("spectral", {}):
             n += 1
             worse += b["tight"]["value"] > min(b["sdp"]["value"], b["spectral"]["value"]) * (1 + 1e-6)
-    fnd.numbers["looser_than_min_of_sdp_and_spectral"] = int(worse)
-    fnd.criterion += "; and never above min(SDP, sound spectral) (1e-6 relative)"
-    if worse:
-        fnd.verdict = "fails"
-    fnd.measured += f"; above min(SDP, spectral) in {worse} of {n} cases"
-    return fnd
+    _also_require(fnd, worse, "never above min(SDP, sound spectral) (1e-6 relative)",
+                  f"above min(SDP, spectral) in {worse} of {n} cases", looser_than_min_of_sdp_and_spectral=int(worse))
 
 
-@_check("sdp-tightest")
-def _check_sdp_tightest(ctx):
-    fnd = Finding(
-        "SDP vs spectral (Sec. 4.2)",
+@_check("sdp-tightest", "SDP vs spectral (Sec. 4.2)",
         "The SDP bound is the tightest of the bounds (Fig. 5: 'slightly tighter than alternative bounds')",
-        "'our proposed SDP bound is slightly tighter than alternative bounds'",
-    )
+        "'our proposed SDP bound is slightly tighter than alternative bounds'")
+def _check_sdp_tightest(ctx, fnd):
     cases = [c for c in _soundness_suite(ctx) if c["kind"] == "random"]
     cmp_ = [(c["bounds"]["sdp"]["value"], c["bounds"]["spectral"]["value"]) for c in cases
             if "value" in c["bounds"].get("sdp", {}) and "value" in c["bounds"].get("spectral", {})]
     if not cmp_:
         fnd.measured = "no SDP / spectral values"
-        return fnd
+        return
     tighter = sum(s < p for p, s in cmp_)
     fnd.numbers = dict(pairs=[dict(sdp=p, sound_spectral=s) for p, s in cmp_], spectral_tighter=int(tighter))
     fnd.criterion = "fails if the sound spectral bound is below the SDP bound on any of the random networks"
@@ -1351,16 +1274,12 @@ def _check_sdp_tightest(ctx):
     ratios = [s / p for p, s in cmp_]
     fnd.measured = (f"sound spectral < SDP on {tighter} of {len(cmp_)} random 64-10 networks (spectral / SDP from "
                     f"{min(ratios):.2f} to {max(ratios):.2f}); compare the trained networks in Fig. 5/11")
-    return fnd
 
 
-@_check("E13")
-def _check_e13(ctx):
-    fnd = Finding(
-        "Multi-class rule (6.7) [E13]",
+@_check("E13", "Multi-class rule (6.7) [E13]",
         "x is certified iff max_{i != y} q_iy(x) <= 0, q_iy = max tr(Z P_iy)",
-        "'the attack is failed if and only if max_{i != y} l_adv(x) <= 0; take max_i q_iy as the upper bound'",
-    )
+        "'the attack is failed if and only if max_{i != y} l_adv(x) <= 0; take max_i q_iy as the upper bound'")
+def _check_e13(ctx, fnd):
     import stadv_ref
 
     rng = ctx.rng(19)
@@ -1408,7 +1327,6 @@ def _check_e13(ctx):
     fnd.measured = (f"all {len(q)} q_iy > 0 (min {qmin:.4f}) at eps = {eps}: printed rule certifies "
                     f"{int(printed.sum())}/{len(y)}; margin rule certifies {int(margin_rule.sum())}/{len(y)} "
                     f"(certify() agrees: {agree}); certified points broken by the attack: {broken}")
-    return fnd
 
 
 # ---------------------------------------------------------------------------
@@ -1465,20 +1383,10 @@ def run_audit(*, seed=0, quick=False, only=None, progress=True):
 
 
 def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if k != "net_obj"}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        x = float(obj)
-        return x if np.isfinite(x) else str(x)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
+    """JSON-ready copy of audit numbers (the networks kept in the soundness suite left out)."""
+    from .reproduce import _jsonable as to_json
+
+    return to_json(obj, skip=("net_obj",))
 
 
 def _md_cell(s):

@@ -96,11 +96,15 @@ def atomic_write_text(path, text):
     return _replace(tmp, path)
 
 
-def _jsonable(obj):
+def _jsonable(obj, skip=()):
+    """A JSON-ready copy of ``obj``: NumPy scalars and arrays converted, non-finite floats as strings.
+
+    Dictionary entries whose key is in ``skip`` are left out (at every depth).
+    """
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, skip) for k, v in obj.items() if k not in skip}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, skip) for v in obj]
     if isinstance(obj, (np.bool_, bool)):
         return bool(obj)
     if isinstance(obj, np.integer):
@@ -109,7 +113,7 @@ def _jsonable(obj):
         x = float(obj)
         return x if np.isfinite(x) else str(x)
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return _jsonable(obj.tolist(), skip)
     if isinstance(obj, Path):
         return str(obj)
     return obj
