@@ -192,6 +192,25 @@ def _labels_fit(net, y):
         raise CLIError(f"labels must be in [0, {net.n_classes}) for this model, got range [{y.min()}, {y.max()}]")
 
 
+def _model_and_out(args, name, *, multiclass=None):
+    """``--model`` and the command's output directory (``--out``, default ``stadv-out/NAME``).
+
+    ``multiclass``: for a command that needs a multi-class model, the error message for a
+    binary one (raised before the output directory is made).
+    """
+    net, _ = load_model(args.model)
+    if multiclass and net.binary:
+        raise CLIError(multiclass)
+    return net, _out_dir(args, Path("stadv-out") / name)
+
+
+def _labelled_data(args, net):
+    """The data options' images and labels for ``net`` (:func:`load_data`), labels checked against its classes."""
+    X, y, source = load_data(args, net.image_shape)
+    _labels_fit(net, y)
+    return X, y, source
+
+
 def _write_json(path, obj):
     from .reproduce import atomic_write_json
 
@@ -284,12 +303,8 @@ def _plot_history(history, path, variant):
 def cmd_attack(args):
     from .reproduce import atomic_savez, attack_curve, plot_attack, plot_samples
 
-    net, meta = load_model(args.model)
-    if net.binary:
-        raise CLIError("stadv attack needs a multi-class model (v of shape (K, m))")
-    out = _out_dir(args, Path("stadv-out") / "attack")
-    X, y, source = load_data(args, net.image_shape)
-    _labels_fit(net, y)
+    net, out = _model_and_out(args, "attack", multiclass="stadv attack needs a multi-class model (v of shape (K, m))")
+    X, y, source = _labelled_data(args, net)
     options = {}
     if args.stadv_code:
         from .attacks import STADV_CODE_OPTIONS
@@ -317,8 +332,7 @@ def cmd_attack(args):
 def cmd_lower_bound(args):
     from .reproduce import atomic_savez, lower_bound_curve, plot_convergence, plot_lower_bound, plot_samples
 
-    net, _ = load_model(args.model)
-    out = _out_dir(args, Path("stadv-out") / "lower-bound")
+    net, out = _model_and_out(args, "lower-bound")
     classes = tuple(args.classes) if args.classes else None
     if net.binary and (classes or args.y is not None):
         raise CLIError("--classes/--y are for multi-class models only")
@@ -354,12 +368,9 @@ def cmd_lower_bound(args):
 def cmd_certify(args):
     from .reproduce import atomic_savez, certify_curve, plot_certify
 
-    net, _ = load_model(args.model)
-    if net.binary:
-        raise CLIError("stadv certify needs a multi-class model; for a binary one use 'stadv bound'")
-    out = _out_dir(args, Path("stadv-out") / "certify")
-    X, y, source = load_data(args, net.image_shape)
-    _labels_fit(net, y)
+    net, out = _model_and_out(args, "certify",
+                              multiclass="stadv certify needs a multi-class model; for a binary one use 'stadv bound'")
+    X, y, source = _labelled_data(args, net)
     lo, hi = args.input_range
     if not lo < hi:
         raise CLIError(f"--input-range needs LO < HI, got {lo} {hi}")
@@ -382,8 +393,7 @@ def cmd_certify(args):
 def cmd_bound(args):
     import stadv_ref
 
-    net, _ = load_model(args.model)
-    out = _out_dir(args, Path("stadv-out") / "bound")
+    net, out = _model_and_out(args, "bound")
     classes = tuple(args.classes) if args.classes else None
     if net.binary and classes is not None:
         raise CLIError("--classes is for multi-class models only")
@@ -580,6 +590,13 @@ _EPILOG = """examples:
 """
 
 
+def _add_gap_tol(parser):
+    """The ``--gap-tol`` option of the commands that solve SDPs (certify, bound)."""
+    parser.add_argument("--gap-tol", type=_nonneg_float("--gap-tol"), default=1e-3,
+                        help="certified relative gap at which the SDP solvers stop (default 1e-3; the bound is "
+                        "certified either way, a smaller value makes it up to that fraction tighter and slower)")
+
+
 def build_parser():
     """The ``stadv`` argument parser (one sub-parser per command)."""
     from . import __version__
@@ -663,9 +680,7 @@ def build_parser():
                    help=f"bound(s): {', '.join(methods)} (default sdp)")
     s.add_argument("--input-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
                    help="pixel range of the inputs: 0 1 (constant 2) or -1 1 (constant 4)")
-    s.add_argument("--gap-tol", type=_nonneg_float("--gap-tol"), default=1e-3,
-                   help="certified relative gap at which the SDP solvers stop (default 1e-3; the bound is certified "
-                   "either way, a smaller value makes it up to that fraction tighter and slower)")
+    _add_gap_tol(s)
     s.add_argument("--bound-cache", metavar="DIR",
                    help="keep the per-network class-pair bounds here (.npz) and reuse them on later runs")
     s.set_defaults(func=cmd_certify)
@@ -677,9 +692,7 @@ def build_parser():
     s.add_argument("--method", nargs="+", default=["sdp"], choices=methods, metavar="METHOD")
     s.add_argument("--classes", type=_pos_int("--classes", 0), nargs=2, metavar=("I", "Y"))
     s.add_argument("--input-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"))
-    s.add_argument("--gap-tol", type=_nonneg_float("--gap-tol"), default=1e-3,
-                   help="certified relative gap at which the SDP solvers stop (default 1e-3; the bound is certified "
-                   "either way, a smaller value makes it up to that fraction tighter and slower)")
+    _add_gap_tol(s)
     s.set_defaults(func=cmd_bound)
 
     from .reproduce import STEP_NAMES
