@@ -543,6 +543,27 @@ def solve_sdp(
                                  time_limit=time_limit, backend=backend)
 
 
+def _rel_gap(value, primal):
+    """Relative gap ``(value - primal) / |primal|`` between a dual bound and a primal value."""
+    return (value - primal) / max(abs(primal), _TINY)
+
+
+def _stop_reason(gap, gap_tol, out_of_time, stagnated=False):
+    """Why a solver loop stops after a certificate: its status, or None to go on.
+
+    ``"converged"``: the *certified* gap is at most ``gap_tol``; ``"time_limit"``; and
+    ``"stagnated"``: the objective stopped increasing (a fixed point of the iteration,
+    up to rounding) before the gap was reached, so more iterations cannot help.
+    """
+    if gap <= gap_tol:
+        return "converged"
+    if out_of_time:
+        return "time_limit"
+    if stagnated:
+        return "stagnated"
+    return None
+
+
 def _random_unit_rows(rng, n, k):
     X = rng.standard_normal((n, k))
     return X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -578,7 +599,7 @@ def _solve_mixing_bipartite(A, *, rank, gap_tol, max_iter, seed, certificate, in
         cs, ct = np.linalg.norm(GS, axis=1), np.linalg.norm(GT, axis=1)
         primal = 2.0 * float(np.einsum("ij,ij->", S, GS))
         est = 2.0 * _sigma_estimate(A, _floor(cs), _floor(ct)) * math.sqrt(_floor(cs).sum() * _floor(ct).sum())
-        est_gap = (est - primal) / max(abs(primal), _TINY)
+        est_gap = _rel_gap(est, primal)
         history.append((done, primal, est))
         if verbose:
             print(f"[mixing] iter {done}: primal {primal:.10g} dual~ {est:.10g} gap~ {est_gap:.2e}")
@@ -587,19 +608,12 @@ def _solve_mixing_bipartite(A, *, rank, gap_tol, max_iter, seed, certificate, in
             tc = time.perf_counter()
             val, c, lam, how, info = _certify_bipartite(A, cs, ct, certificate=certificate, backend=backend)
             t_cert += time.perf_counter() - tc
-            gap = (val - primal) / max(abs(primal), _TINY)
+            gap = _rel_gap(val, primal)
             if best is None or val < best[0]:
                 best = (val, c, lam, how, info, primal, gap)
-            if gap <= gap_tol:
-                status = "converged"
-                break
-            if out_of_time:
-                status = "time_limit"
-                break
-            if int(it) < step:
-                # The objective stopped increasing (a fixed point of the iteration, up to
-                # rounding) before the gap was reached: more iterations cannot help.
-                status = "stagnated"
+            stop = _stop_reason(gap, gap_tol, out_of_time, stagnated=int(it) < step)
+            if stop:
+                status = stop
                 break
         chunk = min(2 * chunk, 200)
     val, c, lam, how, info, primal, gap = best
@@ -658,21 +672,19 @@ def _solve_mixing_general(P, *, rank, gap_tol, max_iter, seed, time_limit, backe
             G = Poff @ V
             c = np.maximum(np.linalg.norm(G, axis=1) + dP, 0.0)
             val, lam = dual_bound(P, c, backend=backend)
-            gap = (val - primal) / max(abs(primal), _TINY)
+            gap = _rel_gap(val, primal)
             if best is None or val < best[0]:
                 best = (val, c, lam, primal, gap)
-            if gap <= gap_tol:
-                status = "converged"
-                break
-            if time_limit is not None and time.perf_counter() - t0 > time_limit:
-                status = "time_limit"
+            stop = _stop_reason(gap, gap_tol, time_limit is not None and time.perf_counter() - t0 > time_limit)
+            if stop:
+                status = stop
                 break
     if best is None:
         PV = P @ V
         primal = float(np.einsum("ij,ij->", V, PV))
         c = np.maximum(np.linalg.norm(Poff @ V, axis=1) + dP, 0.0)
         val, lam = dual_bound(P, c, backend=backend)
-        best = (val, c, lam, primal, (val - primal) / max(abs(primal), _TINY))
+        best = (val, c, lam, primal, _rel_gap(val, primal))
     val, c, lam, primal, gap = best
     return SDPResult(
         value=val, certified=True, primal=primal, gap=gap, c=c, lambda_upper=lam, method="mixing",
@@ -692,6 +704,33 @@ def _feasible_primal(Z, P):
     return float(np.sum(Z * P))
 
 
+def _run_scs(prob, *, scs_eps, scs_max_iters, time_limit, verbose):
+    """Solve the cvxpy problem ``prob`` with SCS (``eps_abs = eps_rel = scs_eps``); returns the seconds taken.
+
+    SCS's warnings are silenced: its status is recorded, and nothing it returns is
+    trusted without the dual certificate.
+    """
+    import cvxpy as cp
+
+    opts = dict(eps_abs=scs_eps, eps_rel=scs_eps, max_iters=int(scs_max_iters), verbose=verbose)
+    if time_limit is not None:
+        opts["time_limit_secs"] = float(time_limit)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prob.solve(solver=cp.SCS, **opts)
+    return time.perf_counter() - t0
+
+
+def _scs_failed(n, status, time_solve, details=None):
+    """The result when SCS returns no solution: nothing certified, value ``+inf``."""
+    return SDPResult(
+        value=np.inf, certified=False, primal=-np.inf, gap=np.inf, c=np.full(n, np.nan),
+        lambda_upper=np.inf, method="scs", certificate="none", status=status,
+        time_solve=time_solve, details={} if details is None else details,
+    )
+
+
 def _solve_scs(A, P, *, scs_eps, scs_max_iters, time_limit, verbose, certificate, backend):
     import cvxpy as cp
 
@@ -703,21 +742,12 @@ def _solve_scs(A, P, *, scs_eps, scs_max_iters, time_limit, verbose, certificate
     Z = cp.Variable((n, n), PSD=True)
     cons = [cp.diag(Z) <= 1]
     prob = cp.Problem(cp.Maximize(cp.trace(Pm @ Z)), cons)
-    opts = dict(eps_abs=scs_eps, eps_rel=scs_eps, max_iters=int(scs_max_iters), verbose=verbose)
-    if time_limit is not None:
-        opts["time_limit_secs"] = float(time_limit)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            prob.solve(solver=cp.SCS, **opts)
-        except cp.error.SolverError as exc:  # pragma: no cover - SCS failure
-            return SDPResult(
-                value=np.inf, certified=False, primal=-np.inf, gap=np.inf, c=np.full(n, np.nan),
-                lambda_upper=np.inf, method="scs", certificate="none", status=f"error: {exc}",
-                time_solve=time.perf_counter() - t0,
-            )
-    t_solve = time.perf_counter() - t0
+    try:
+        t_solve = _run_scs(prob, scs_eps=scs_eps, scs_max_iters=scs_max_iters, time_limit=time_limit,
+                           verbose=verbose)
+    except cp.error.SolverError as exc:  # pragma: no cover - SCS failure
+        return _scs_failed(n, f"error: {exc}", time.perf_counter() - t0)
     status = str(prob.status)
     stats = prob.solver_stats
     details = {
@@ -726,11 +756,7 @@ def _solve_scs(A, P, *, scs_eps, scs_max_iters, time_limit, verbose, certificate
         "scs_solve_time": getattr(stats, "solve_time", None),
     }
     if Z.value is None or cons[0].dual_value is None:
-        return SDPResult(
-            value=np.inf, certified=False, primal=-np.inf, gap=np.inf, c=np.full(n, np.nan),
-            lambda_upper=np.inf, method="scs", certificate="none", status=status,
-            time_solve=t_solve, details=details,
-        )
+        return _scs_failed(n, status, t_solve, details)
     tc = time.perf_counter()
     c = np.asarray(cons[0].dual_value, dtype=np.float64).reshape(-1)
     primal = _feasible_primal(np.asarray(Z.value), Pm)
@@ -747,7 +773,7 @@ def _solve_scs(A, P, *, scs_eps, scs_max_iters, time_limit, verbose, certificate
             val, c, lam, how = val2, c2, lam2, how2
     t_cert = time.perf_counter() - tc
     return SDPResult(
-        value=val, certified=True, primal=primal, gap=(val - primal) / max(abs(primal), _TINY), c=c,
+        value=val, certified=True, primal=primal, gap=_rel_gap(val, primal), c=c,
         lambda_upper=lam, method="scs", certificate=how, status=status,
         n_iter=int(details["scs_iters"] or 0), rank=n, time_solve=t_solve, time_certificate=t_cert,
         details=details,
@@ -972,7 +998,7 @@ def solve_ellipsoid_sdp(
             w = g / np.maximum(rho, _TINY)
             out_of_time = time_limit is not None and time.perf_counter() - t0 > time_limit
             est = _certify_ellipsoid(B, H, W_, cs, w, rho, prove=False)[0]
-            est_gap = (est - primal) / max(primal, _TINY)
+            est_gap = _rel_gap(est, primal)
             history.append((done, primal, est))
             if verbose:
                 print(f"[ellipsoid] iter {done}: primal {primal:.10g} dual~ {est:.10g} gap~ {est_gap:.2e}")
@@ -980,14 +1006,12 @@ def solve_ellipsoid_sdp(
                 tc = time.perf_counter()
                 val, cw, mu, info = _certify_ellipsoid(B, H, W_, cs, w, rho)
                 t_cert += time.perf_counter() - tc
-                gap = (val - primal) / max(primal, _TINY)
+                gap = _rel_gap(val, primal)  # primal = 2 N > 0
                 if best is None or val < best[0]:
                     best = (val, cw, mu, info, primal, gap)
-                if gap <= gap_tol:
-                    status = "converged"
-                    break
-                if out_of_time:
-                    status = "time_limit"
+                stop = _stop_reason(gap, gap_tol, out_of_time)
+                if stop:
+                    status = stop
                     break
     val, cw, mu, info, primal, gap = best
     info = dict(info, history=history, rho=rho)
@@ -1012,18 +1036,9 @@ def _solve_ellipsoid_scs(B, H, W_, *, scs_eps, scs_max_iters, time_limit, verbos
     R = cp.Variable((d, d), PSD=True)
     cons = [cp.diag(Z)[:m] <= 1, cp.diag(Z)[m:] <= cp.diag(R), cp.trace(L @ R) <= 1]
     prob = cp.Problem(cp.Maximize(cp.trace(P @ Z)), cons)
-    opts = dict(eps_abs=scs_eps, eps_rel=scs_eps, max_iters=int(scs_max_iters), verbose=verbose)
-    if time_limit is not None:
-        opts["time_limit_secs"] = float(time_limit)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prob.solve(solver=cp.SCS, **opts)
-    t_solve = time.perf_counter() - t0
+    t_solve = _run_scs(prob, scs_eps=scs_eps, scs_max_iters=scs_max_iters, time_limit=time_limit, verbose=verbose)
     if Z.value is None:
-        return SDPResult(value=np.inf, certified=False, primal=-np.inf, gap=np.inf, c=np.full(n, np.nan),
-                         lambda_upper=np.inf, method="scs", certificate="none", status=str(prob.status),
-                         time_solve=t_solve)
+        return _scs_failed(n, str(prob.status), t_solve)
     cs = np.maximum(np.asarray(cons[0].dual_value, dtype=np.float64).reshape(-1), 0)
     w = np.maximum(np.asarray(cons[1].dual_value, dtype=np.float64).reshape(-1), 0)
     tc = time.perf_counter()
