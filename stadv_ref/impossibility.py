@@ -33,6 +33,7 @@ Only zero padding (the paper's Eq. (1)) is used.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -141,7 +142,9 @@ def _check_x0(x0, shape):
     return np.clip(x0.reshape(shape), -1.0, 1.0)
 
 
-def _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init):
+def _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init,
+                  algorithm, record_estimates, progress):
+    """Validate the options shared by Algorithms 1 and 2; returns ``eps`` and the run options of :func:`_attack`."""
     eps = check_budget("eps", eps)
     check_choice("flow", flow, FLOWS)
     check_choice("jacobian", jacobian, JACOBIANS)
@@ -152,7 +155,23 @@ def _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts,
     tol = check_budget("tol", tol)
     n_restarts = check_positive_int("n_restarts", n_restarts, minimum=0)
     seed = check_positive_int("seed", seed, minimum=0)
-    return eps, n, max_iter, max_x_iter, tol, n_restarts, seed
+    return eps, dict(jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter, tol=tol,
+                     n_restarts=n_restarts, seed=seed, algorithm=algorithm, record_estimates=record_estimates,
+                     progress=progress)
+
+
+def _run_attack(rerun, obj, x_init, eps, *, flow, untied_init, store_iterates, notes, method, opts):
+    """:func:`_attack` with the run options ``opts`` (from :func:`_check_common`).
+
+    ``rerun(eps', flow="tied", ...)`` is the public attack on the same problem: with an untied
+    flow and ``untied_init="tied"``, its tied result at ``eps' = eps / sqrt(2)`` is a warm start ([E5]).
+    """
+    tied_sub = None
+    if flow == "untied" and untied_init == "tied":
+        def tied_sub(e):
+            return rerun(e, flow="tied", store_iterates=False, **opts)
+    return _attack(obj, x_init, eps, flow=flow, store_iterates=store_iterates, notes=notes, method=method,
+                   tied_sub=tied_sub, **opts)
 
 
 def _attack(obj, x_init, eps, *, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed,
@@ -307,9 +326,8 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
     """
     if not isinstance(net, OneHiddenLayerNet):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
-    eps, n, max_iter, max_x_iter, tol, n_restarts, seed = _check_common(
-        eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init
-    )
+    eps, opts = _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init,
+                              algorithm, record_estimates, progress)
     K = net.n_classes
     if net.binary:
         if y is not None:
@@ -346,18 +364,10 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
             notes.append(f"y not given: y = {y}, the class net predicts at the initial x")
         obj = MulticlassObjective(net, int(y))
         notes.append(f"multi-class (6.6): CW margin kappa = 0, true class y = {int(y)}, runner-up pair per step [E14]")
-    kw = dict(y=y, classes=classes, x0=x0, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter,
-              tol=tol, n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=False,
-              record_estimates=record_estimates, progress=progress)
-    tied_sub = None
-    if flow == "untied" and untied_init == "tied":
-        def tied_sub(e):
-            return lower_bound_attack(net, e, flow="tied", **kw)
-    return _attack(
-        obj, x_init, eps, flow=flow, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter,
-        tol=tol, n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=store_iterates,
-        record_estimates=record_estimates, progress=progress, notes=notes,
-        method="algorithm1" if algorithm else "theorem1", tied_sub=tied_sub,
+    return _run_attack(
+        functools.partial(lower_bound_attack, net, y=y, classes=classes, x0=x0), obj, x_init, eps, flow=flow,
+        untied_init=untied_init, store_iterates=store_iterates, notes=notes,
+        method="algorithm1" if algorithm else "theorem1", opts=opts,
     )
 
 
@@ -392,26 +402,16 @@ def linear_lower_bound_attack(v, eps, image_shape=None, *, x0=None, flow="tied",
     LowerBoundResult
     """
     v_img = as_linear_weights(v, image_shape)
-    eps, n, max_iter, max_x_iter, tol, n_restarts, seed = _check_common(
-        eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init
-    )
+    eps, opts = _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init,
+                              algorithm, record_estimates, progress)
     eig_tol = check_budget("eig_tol", eig_tol)
     if x0 is None:
-        x_init, _, notes = theorem2_input(v_img, seed=seed, tol=eig_tol)
+        x_init, _, notes = theorem2_input(v_img, seed=opts["seed"], tol=eig_tol)
     else:
         x_init, notes = _check_x0(x0, v_img.shape), ["x0 given: Theorem 2's x* replaced by x0"]
     obj = LinearObjective(v_img)
-    tied_sub = None
-    if flow == "untied" and untied_init == "tied":
-        kw = dict(x0=x0, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter, tol=tol,
-                  n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=False,
-                  record_estimates=record_estimates, progress=progress, eig_tol=eig_tol)
-
-        def tied_sub(e):
-            return linear_lower_bound_attack(v_img, e, flow="tied", **kw)
-    return _attack(
-        obj, x_init, eps, flow=flow, jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter,
-        tol=tol, n_restarts=n_restarts, seed=seed, algorithm=algorithm, store_iterates=store_iterates,
-        record_estimates=record_estimates, progress=progress, notes=notes,
-        method="algorithm2" if algorithm else "theorem2", tied_sub=tied_sub,
+    return _run_attack(
+        functools.partial(linear_lower_bound_attack, v_img, x0=x0, eig_tol=eig_tol), obj, x_init, eps, flow=flow,
+        untied_init=untied_init, store_iterates=store_iterates, notes=notes,
+        method="algorithm2" if algorithm else "theorem2", opts=opts,
     )

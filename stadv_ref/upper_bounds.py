@@ -72,6 +72,7 @@ import time
 import numpy as np
 
 from ._validate import as_float_array, check_budget, check_choice, check_positive_int
+from .impossibility_linear import as_linear_weights
 from .network import OneHiddenLayerNet
 from .operators import aabb_radii, m_power, smoothness_operator
 from .sdp import SDPResult, sdp_primal_lower, solve_ellipsoid_sdp, solve_sdp
@@ -108,21 +109,9 @@ class LinearClassifier:
     image_shape: tuple = None
 
     def __post_init__(self):
-        v = as_float_array("v", self.v, ndim=(1, 2), dtype=np.float64)
-        shape = self.image_shape
-        if shape is None:
-            if v.ndim == 2:
-                shape = v.shape
-            else:
-                s = int(round(math.sqrt(v.size)))
-                if s * s != v.size:
-                    raise ValueError(f"v has {v.size} entries, not a square; pass image_shape")
-                shape = (s, s)
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 2 or shape[0] * shape[1] != v.size:
-            raise ValueError(f"image_shape {shape} does not match v with {v.size} entries")
-        self.v = v.reshape(-1)
-        self.image_shape = shape
+        v_img = as_linear_weights(self.v, self.image_shape)  # the same validation as Theorem 2's
+        self.v = v_img.reshape(-1)
+        self.image_shape = v_img.shape
 
     def __call__(self, X):
         X = as_float_array("X", X)
