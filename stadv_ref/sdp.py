@@ -174,28 +174,39 @@ def cholesky_upper(S, mu=0.0, *, diag_err=None):
     return float(mu) + margin
 
 
-def lambda_max_upper_reference(S):
-    """Reference kernel: guaranteed upper bound on the largest eigenvalue of a dense symmetric ``S``.
-
-    The top eigenvalue ``mu0`` by dense LAPACK (``scipy.linalg.eigh`` restricted to the
-    last index) is only an estimate; it is turned into a proof by
-    :func:`cholesky_upper` at ``mu = mu0 + delta``, ``delta`` starting at
-    ``4 gamma_{n+1} (n |mu0| + ||S||_F)`` and growing 8x until the factorisation
-    succeeds.
-
-    Returns
-    -------
-    float
-    """
+def _square_finite(S):
+    """``S`` as a float64 array, checked to be a non-empty finite square matrix."""
     S = np.asarray(S, dtype=np.float64)
     if S.ndim != 2 or S.shape[0] != S.shape[1]:
         raise ValueError(f"S must be a square matrix, got shape {S.shape}")
     if not np.all(np.isfinite(S)):
         raise ValueError("S contains NaN or inf")
-    n = S.shape[0]
-    if n == 0:
+    if S.shape[0] == 0:
         raise ValueError("S must be non-empty")
-    mu0 = float(scipy.linalg.eigh(S, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
+    return S
+
+
+def lambda_max_certificate(S, mu0):
+    """Turn an estimate ``mu0`` of ``lambda_max(S)`` into a guaranteed upper bound.
+
+    :func:`cholesky_upper` is tried at ``mu = mu0 + delta``, ``delta`` starting at
+    ``4 gamma_{n+1} (n |mu0| + ||S||_F)`` and growing 8x until the factorisation
+    succeeds; the estimate's accuracy only affects how tight the bound is, never
+    its validity. Shared by the reference and the CPU backends, which differ only
+    in how they estimate ``mu0``.
+
+    Parameters
+    ----------
+    S : ndarray, shape (n, n)
+        Symmetric, finite (checked by the callers).
+    mu0 : float
+        Estimate of the largest eigenvalue.
+
+    Returns
+    -------
+    float
+    """
+    n = S.shape[0]
     scale = float(np.linalg.norm(S)) + abs(mu0) * n + _TINY
     delta = 4.0 * _gamma(n + 1) * scale
     for _ in range(40):
@@ -206,6 +217,23 @@ def lambda_max_upper_reference(S):
     # Unreachable in practice; Gershgorin is always a valid bound.
     r = np.abs(S).sum(axis=1) - np.abs(np.diag(S))
     return float(np.max(np.diag(S) + r) * (1 + 4 * n * _EPS) + _TINY)
+
+
+def lambda_max_upper_reference(S):
+    """Reference kernel: guaranteed upper bound on the largest eigenvalue of a dense symmetric ``S``.
+
+    The top eigenvalue ``mu0`` by dense LAPACK (``scipy.linalg.eigh`` restricted to the
+    last index) is only an estimate; :func:`lambda_max_certificate` turns it into a
+    proof by a Cholesky factorisation of ``(mu0 + delta) I - S``.
+
+    Returns
+    -------
+    float
+    """
+    S = _square_finite(S)
+    n = S.shape[0]
+    mu0 = float(scipy.linalg.eigh(S, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
+    return lambda_max_certificate(S, mu0)
 
 
 def lambda_max_upper(S, *, backend=None):

@@ -295,10 +295,6 @@ def sdp_mixing(A, S, T, max_iter, tol):
     return S, T, int(n_iter)
 
 
-_U = np.finfo(np.float64).eps / 2  # unit roundoff
-_TINY = 1e-300
-
-
 def _top_eigenvalue(S):
     """Estimate of ``lambda_max(S)``: dense LAPACK for ``n <= 256``, else Lanczos (ARPACK) to machine precision."""
     import scipy.linalg
@@ -328,28 +324,10 @@ def lambda_max_upper(S):
     instead of a dense tridiagonalisation; the bound stays rigorous because
     only the Cholesky factorisation certifies it.
     """
-    from stadv_ref.sdp import cholesky_upper
+    from stadv_ref.sdp import _square_finite, lambda_max_certificate
 
-    S = np.asarray(S, dtype=np.float64)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
-        raise ValueError(f"S must be a square matrix, got shape {S.shape}")
-    if not np.all(np.isfinite(S)):
-        raise ValueError("S contains NaN or inf")
-    n = S.shape[0]
-    if n == 0:
-        raise ValueError("S must be non-empty")
-    mu0 = _top_eigenvalue(S)
-    scale = float(np.linalg.norm(S)) + abs(mu0) * n + _TINY
-    ku = (n + 1) * _U
-    delta = 4.0 * ku / (1 - ku) * scale
-    for _ in range(40):
-        u = cholesky_upper(S, mu0 + delta)
-        if u is not None:
-            return u
-        delta *= 8.0
-    # Unreachable in practice; Gershgorin is always a valid bound.
-    r = np.abs(S).sum(axis=1) - np.abs(np.diag(S))
-    return float(np.max(np.diag(S) + r) * (1 + 4 * n * _U) + _TINY)
+    S = _square_finite(S)
+    return lambda_max_certificate(S, _top_eigenvalue(S))
 
 
 def _asarray(a, dtype=None):
