@@ -31,7 +31,8 @@ first use. A backend whose dependencies are missing must raise
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from types import SimpleNamespace
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 KERNELS = (
     "asarray",
@@ -142,3 +143,22 @@ class Backend(Protocol):
         alone is never enough (it can return a value below ``lambda_max``).
         Raises ``ValueError`` if ``S`` is not finite.
         """
+
+
+def collect_kernels(name, xp, namespace: Mapping[str, Any], **extra):
+    """A backend object: the :data:`KERNELS` found in ``namespace``, plus ``name``, ``xp`` and ``extra``.
+
+    Backends define their kernels under the contract's names (as module globals
+    or the locals of a factory) and collect them with
+    ``collect_kernels("numba", numpy, globals(), warp_vjp_both=...)``, so the
+    list of names lives only here.
+
+    Raises
+    ------
+    TypeError
+        If ``namespace`` lacks a kernel of the contract (names them).
+    """
+    missing = [k for k in KERNELS if not callable(namespace.get(k))]
+    if missing:
+        raise TypeError(f"backend {name!r} does not define the kernels {missing}")
+    return SimpleNamespace(name=name, xp=xp, **{k: namespace[k] for k in KERNELS}, **extra)

@@ -229,3 +229,16 @@ def test_import_does_not_load_numba_or_cupy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "LOADED: []" in proc.stdout
+
+
+def test_collect_kernels_builds_backend_and_names_missing_kernels():
+    from stadv_ref import _numpy_backend
+    from stadv_ref.interface import KERNELS, collect_kernels
+
+    ns = {k: getattr(_numpy_backend.backend, k) for k in KERNELS}
+    be = collect_kernels("copy", np, ns, extra_attr=1)
+    assert be.name == "copy" and be.xp is np and be.extra_attr == 1
+    assert all(getattr(be, k) is ns[k] for k in KERNELS)
+    del ns["warp_vjp_x"]
+    with pytest.raises(TypeError, match="warp_vjp_x"):
+        collect_kernels("broken", np, ns)

@@ -14,9 +14,9 @@ without a GPU. This module imports neither CuPy nor ``stadv_cupy``.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
+
+from stadv_ref.interface import collect_kernels
 
 PADDING_CODES = {"zeros": 0, "border": 1}
 
@@ -162,23 +162,4 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
         """Upper bound on ``lambda_max`` of the symmetric ``S`` (float)."""
         return sdp.lambda_max_upper(xp, S)
 
-    return SimpleNamespace(
-        name=name,
-        xp=xp,
-        asarray=asarray,
-        to_numpy=to_numpy,
-        warp=warp,
-        warp_vjp_x=warp_vjp_x,
-        warp_vjp_flow=warp_vjp_flow,
-        warp_vjp_both=warp_vjp_both,
-        tied_jacobian_diag=tied_jacobian_diag,
-        flow_tv=flow_tv,
-        flow_tv_grad=flow_tv_grad,
-        stadv_flow_loss=stadv_flow_loss,
-        smoothness_power=smoothness_power,
-        net_forward=net_forward,
-        net_input_grad=net_input_grad,
-        sdp_mixing=sdp_mixing,
-        lambda_max_upper=lambda_max_upper,
-        **extra,
-    )
+    return collect_kernels(name, xp, locals(), warp_vjp_both=warp_vjp_both, **extra)

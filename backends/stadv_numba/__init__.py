@@ -17,7 +17,6 @@ forward+backward hot path of stAdv and of the flow gradient).
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -27,6 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
     raise ImportError(
         'the numba backend needs Numba: pip install "stadv-ref[numba]"'
     ) from exc
+
+from stadv_ref.interface import collect_kernels
 
 from . import _net, _sdp, _smooth, _warp
 
@@ -330,31 +331,15 @@ def lambda_max_upper(S):
     return lambda_max_certificate(S, _top_eigenvalue(S))
 
 
-def _asarray(a, dtype=None):
+def asarray(a, dtype=None):
+    """``numpy.asarray`` (the numba backend works on NumPy arrays)."""
     return np.asarray(a, dtype=dtype)
 
 
-def _to_numpy(a):
+def to_numpy(a):
+    """``numpy.asarray`` (no copy for NumPy input)."""
     return np.asarray(a)
 
 
-backend = SimpleNamespace(
-    name="numba",
-    xp=np,
-    asarray=_asarray,
-    to_numpy=_to_numpy,
-    warp=warp,
-    warp_vjp_x=warp_vjp_x,
-    warp_vjp_flow=warp_vjp_flow,
-    warp_vjp_both=warp_vjp_both,
-    tied_jacobian_diag=tied_jacobian_diag,
-    flow_tv=flow_tv,
-    flow_tv_grad=flow_tv_grad,
-    stadv_flow_loss=stadv_flow_loss,
-    smoothness_power=smoothness_power,
-    net_forward=net_forward,
-    net_input_grad=net_input_grad,
-    sdp_mixing=sdp_mixing,
-    lambda_max_upper=lambda_max_upper,
-)
+backend = collect_kernels("numba", np, globals(), warp_vjp_both=warp_vjp_both)
 """The backend object registered under the entry point ``stadv_ref.backends: numba``."""
