@@ -140,23 +140,52 @@ __device__ __forceinline__ void stadv_corners(const T* __restrict__ plane,
     x11 = s.v11 ? plane[s.o11] : (T)0;
 }
 
+// Bilinear weights of the corners 00, 01, 10, 11.
+template <typename T, typename I>
+__device__ __forceinline__ void stadv_weights(const StadvSample<T, I>& s, T& w00, T& w01, T& w10, T& w11) {
+    w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
+    w01 = ((T)1 - s.fr) * s.fc;
+    w10 = s.fr * ((T)1 - s.fc);
+    w11 = s.fr * s.fc;
+}
+
+// Right derivatives of the warped value in du and dv from the four corners.
+template <typename T, typename I>
+__device__ __forceinline__ void stadv_dflow(const StadvSample<T, I>& s, T x00, T x01, T x10, T x11,
+                                            T& d_du, T& d_dv) {
+    d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
+    d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+}
+
+// Adjoint of the warp: scatter gv * w into the in-image corners of one plane.
+template <typename T, typename I>
+__device__ __forceinline__ void stadv_scatter(T* __restrict__ plane, const StadvSample<T, I>& s, T gv,
+                                              T w00, T w01, T w10, T w11) {
+    if (s.v00 && w00 != (T)0) atomicAdd(plane + s.o00, gv * w00);
+    if (s.v01 && w01 != (T)0) atomicAdd(plane + s.o01, gv * w01);
+    if (s.v10 && w10 != (T)0) atomicAdd(plane + s.o10, gv * w10);
+    if (s.v11 && w11 != (T)0) atomicAdd(plane + s.o11, gv * w11);
+}
+
+// Thread i handles pixel p = (h, w) of image n (i = n * HW + p) and samples
+// the flow there: DU, DV are expressions in n and p (the same for a tied flow).
+#define STADV_PIXEL(I, i, DU, DV)                                            \
+    const I n = i / HW;                                                      \
+    const I p = i - n * HW;                                                  \
+    const I h = p / Wi;                                                      \
+    const I w = p - h * Wi;                                                  \
+    StadvSample<T, I> s;                                                     \
+    stadv_sample<T, I>(DU, DV, h, w, (I)H, Wi, (I)border, s);
+
 template <typename T, typename I>
 __global__ void stadv_warp_fwd(const T* __restrict__ x, const T* __restrict__ flow,
                                T* __restrict__ out, stadv_ll N, stadv_ll C,
                                stadv_ll H, stadv_ll W, stadv_ll border) {
     const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
     STADV_GRID_LOOP(I, i, (I)N * HW) {
-        const I n = i / HW;
-        const I p = i - n * HW;
-        const I h = p / Wi;
-        const I w = p - h * Wi;
-        StadvSample<T, I> s;
-        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, (I)H, Wi, (I)border, s);
-        const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
-        const T w01 = ((T)1 - s.fr) * s.fc;
-        const T w10 = s.fr * ((T)1 - s.fc);
-        const T w11 = s.fr * s.fc;
+        STADV_PIXEL(I, i, flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p])
+        T w00, w01, w10, w11;
+        stadv_weights<T, I>(s, w00, w01, w10, w11);
         for (I c = 0; c < Ci; ++c) {
             const I base = (n * Ci + c) * HW;
             T x00, x01, x10, x11;
@@ -172,24 +201,12 @@ __global__ void stadv_warp_vjp_x(const T* __restrict__ flow, const T* __restrict
                                  stadv_ll H, stadv_ll W, stadv_ll border) {
     const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
     STADV_GRID_LOOP(I, i, (I)N * HW) {
-        const I n = i / HW;
-        const I p = i - n * HW;
-        const I h = p / Wi;
-        const I w = p - h * Wi;
-        StadvSample<T, I> s;
-        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, (I)H, Wi, (I)border, s);
-        const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
-        const T w01 = ((T)1 - s.fr) * s.fc;
-        const T w10 = s.fr * ((T)1 - s.fc);
-        const T w11 = s.fr * s.fc;
+        STADV_PIXEL(I, i, flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p])
+        T w00, w01, w10, w11;
+        stadv_weights<T, I>(s, w00, w01, w10, w11);
         for (I c = 0; c < Ci; ++c) {
             const I base = (n * Ci + c) * HW;
-            const T gv = g[base + p];
-            if (s.v00 && w00 != (T)0) atomicAdd(gx + base + s.o00, gv * w00);
-            if (s.v01 && w01 != (T)0) atomicAdd(gx + base + s.o01, gv * w01);
-            if (s.v10 && w10 != (T)0) atomicAdd(gx + base + s.o10, gv * w10);
-            if (s.v11 && w11 != (T)0) atomicAdd(gx + base + s.o11, gv * w11);
+            stadv_scatter<T, I>(gx + base, s, g[base + p], w00, w01, w10, w11);
         }
     }
 }
@@ -201,20 +218,13 @@ __global__ void stadv_warp_vjp_flow(const T* __restrict__ x, const T* __restrict
                                     stadv_ll border) {
     const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
     STADV_GRID_LOOP(I, i, (I)N * HW) {
-        const I n = i / HW;
-        const I p = i - n * HW;
-        const I h = p / Wi;
-        const I w = p - h * Wi;
-        StadvSample<T, I> s;
-        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, (I)H, Wi, (I)border, s);
+        STADV_PIXEL(I, i, flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p])
         T acc_u = (T)0, acc_v = (T)0;
         for (I c = 0; c < Ci; ++c) {
             const I base = (n * Ci + c) * HW;
-            T x00, x01, x10, x11;
+            T x00, x01, x10, x11, d_du, d_dv;
             stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
-            const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
-            const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+            stadv_dflow<T, I>(s, x00, x01, x10, x11, d_du, d_dv);
             const T gv = g[base + p];
             acc_u += gv * d_du;
             acc_v += gv * d_dv;
@@ -231,31 +241,19 @@ __global__ void stadv_warp_vjp_both(const T* __restrict__ x, const T* __restrict
                                     stadv_ll H, stadv_ll W, stadv_ll border) {
     const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
     STADV_GRID_LOOP(I, i, (I)N * HW) {
-        const I n = i / HW;
-        const I p = i - n * HW;
-        const I h = p / Wi;
-        const I w = p - h * Wi;
-        StadvSample<T, I> s;
-        stadv_sample<T, I>(flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p],
-                        h, w, (I)H, Wi, (I)border, s);
-        const T w00 = ((T)1 - s.fr) * ((T)1 - s.fc);
-        const T w01 = ((T)1 - s.fr) * s.fc;
-        const T w10 = s.fr * ((T)1 - s.fc);
-        const T w11 = s.fr * s.fc;
+        STADV_PIXEL(I, i, flow[(2 * n) * HW + p], flow[(2 * n + 1) * HW + p])
+        T w00, w01, w10, w11;
+        stadv_weights<T, I>(s, w00, w01, w10, w11);
         T acc_u = (T)0, acc_v = (T)0;
         for (I c = 0; c < Ci; ++c) {
             const I base = (n * Ci + c) * HW;
-            T x00, x01, x10, x11;
+            T x00, x01, x10, x11, d_du, d_dv;
             stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
-            const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
-            const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+            stadv_dflow<T, I>(s, x00, x01, x10, x11, d_du, d_dv);
             const T gv = g[base + p];
             acc_u += gv * d_du;
             acc_v += gv * d_dv;
-            if (s.v00 && w00 != (T)0) atomicAdd(gx + base + s.o00, gv * w00);
-            if (s.v01 && w01 != (T)0) atomicAdd(gx + base + s.o01, gv * w01);
-            if (s.v10 && w10 != (T)0) atomicAdd(gx + base + s.o10, gv * w10);
-            if (s.v11 && w11 != (T)0) atomicAdd(gx + base + s.o11, gv * w11);
+            stadv_scatter<T, I>(gx + base, s, gv, w00, w01, w10, w11);
         }
         gflow[(2 * n) * HW + p] = acc_u;
         gflow[(2 * n + 1) * HW + p] = acc_v;
@@ -269,19 +267,12 @@ __global__ void stadv_tied_jacobian_diag(const T* __restrict__ x, const T* __res
                                          stadv_ll paper) {
     const I HW = (I)H * (I)W, Wi = (I)W, Ci = (I)C;
     STADV_GRID_LOOP(I, i, (I)N * HW) {
-        const I n = i / HW;
-        const I p = i - n * HW;
-        const I h = p / Wi;
-        const I w = p - h * Wi;
-        const T rv = r[i];
-        StadvSample<T, I> s;
-        stadv_sample<T, I>(rv, rv, h, w, (I)H, Wi, (I)border, s);
+        STADV_PIXEL(I, i, r[i], r[i])
         for (I c = 0; c < Ci; ++c) {
             const I base = (n * Ci + c) * HW;
-            T x00, x01, x10, x11;
+            T x00, x01, x10, x11, d_du, d_dv;
             stadv_corners<T, I>(x + base, s, x00, x01, x10, x11);
-            const T d_du = (((T)1 - s.fr) * (x01 - x00) + s.fr * (x11 - x10)) * s.dcol_ok;
-            const T d_dv = (((T)1 - s.fc) * (x10 - x00) + s.fc * (x11 - x01)) * s.drow_ok;
+            stadv_dflow<T, I>(s, x00, x01, x10, x11, d_du, d_dv);
             out[base + p] = paper ? d_du : d_du + d_dv;
         }
     }
