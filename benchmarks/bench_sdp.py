@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -53,22 +52,6 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
 
 
 def _A_random(m, H, seed):
@@ -129,6 +112,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "sdp.json"))
     args = p.parse_args(argv)
     sys.path.insert(0, str(HERE.parent))
+    from verify._common import write_json  # JSON helpers shared with the verify/ scripts
 
     sizes = [(20, 7), (50, 10), (100, 14)] if args.quick else [(20, 7), (50, 10), (100, 14), (200, 20), (500, 28)]
     big_limit = args.scs_limit or (60.0 if args.quick else 600.0)
@@ -207,7 +191,7 @@ def main(argv=None):
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    write_json(out, result)
     print(f"wrote {out}")
     return result
 

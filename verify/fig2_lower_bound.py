@@ -13,8 +13,8 @@ true classes ``y`` and records per eps
 
 taking the largest over the classes tried. Networks come from
 :func:`stadv_ref.training.load_or_train` (cached in ``STADV_MODEL_DIR`` or
-``~/.cache/stadv_ref/models``); a minimal cross-entropy trainer here is the
-fallback for ``nt``/``rand`` when that module is unavailable.
+``~/.cache/stadv_ref/models``); a minimal cross-entropy trainer
+(``verify/_common.py``) is the fallback for ``nt``/``rand`` when that module is unavailable.
 
 Usage::
 
@@ -24,9 +24,6 @@ Writes ``fig2_lower_bound.png`` and ``fig2_lower_bound.json``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,48 +36,19 @@ HIDDEN = 512
 PAPER_EPS_MAX = 7.84
 
 
+# jsonable and write_json stay importable from here
+try:  # imported as verify.fig2_lower_bound
+    from verify._common import (close_record, jsonable, load_networks, output_dir, parse_variants,  # noqa: F401
+                                pyplot, save_figure, script_parser, write_json)
+except ImportError:  # run as a script: verify/ is on sys.path
+    sys.path.insert(0, str(HERE))
+    from _common import (close_record, jsonable, load_networks, output_dir, parse_variants,  # noqa: F401
+                         pyplot, save_figure, script_parser, write_json)
+
+
 # ---------------------------------------------------------------------------
 # Networks (shared with fig3_samples.py and fig4_convergence.py)
 # ---------------------------------------------------------------------------
-def _fallback_train(variant, hidden, n_train, epochs, seed, data_dir):
-    """Minimal cross-entropy trainer (mini-batch Adam, no hidden bias) for nt / rand."""
-    import stadv_ref
-
-    X, y = stadv_ref.load_mnist("train", data_dir=data_dir, limit=n_train)
-    X = X.reshape(len(X), -1)
-    rng = np.random.default_rng(seed)
-    d, K = X.shape[1], 10
-    W = rng.standard_normal((hidden, d)) * np.sqrt(2.0 / d)
-    V = rng.standard_normal((K, hidden)) * np.sqrt(1.0 / hidden)
-    c = np.zeros(K)
-    if variant == "nt":
-        params = [W, V, c]
-        m1 = [np.zeros_like(p) for p in params]
-        m2 = [np.zeros_like(p) for p in params]
-        t = 0
-        for _ in range(epochs):
-            for idx in np.array_split(rng.permutation(len(X)), max(1, len(X) // 100)):
-                Z = X[idx] @ W.T
-                Hh = np.maximum(Z, 0)
-                out = Hh @ V.T + c
-                P = np.exp(out - out.max(1, keepdims=True))
-                P /= P.sum(1, keepdims=True)
-                P[np.arange(len(idx)), y[idx]] -= 1
-                P /= len(idx)
-                gV, gc = P.T @ Hh, P.sum(0)
-                gW = ((P @ V) * (Z > 0)).T @ X[idx]
-                t += 1
-                for p, g, a, b in zip(params, (gW, gV, gc), m1, m2):
-                    a *= 0.9
-                    a += 0.1 * g
-                    b *= 0.999
-                    b += 0.001 * g * g
-                    p -= 1e-3 * (a / (1 - 0.9**t)) / (np.sqrt(b / (1 - 0.999**t)) + 1e-8)
-    net = stadv_ref.OneHiddenLayerNet(W, V, c=c, image_shape=(28, 28))
-    Xt, yt = stadv_ref.load_mnist("test", data_dir=data_dir)
-    return net, {"test_accuracy": float((net.predict(Xt) == yt).mean()), "source": "fallback trainer"}
-
-
 def get_networks(variants, quick=True, model_dir=None, data_dir=None, seed=0, progress=False):
     """The MNIST networks of Section 3.2 (512 hidden units).
 
@@ -89,75 +57,51 @@ def get_networks(variants, quick=True, model_dir=None, data_dir=None, seed=0, pr
     nets : dict variant -> OneHiddenLayerNet
     info : dict variant -> dict (test accuracy, source, or the reason it is missing)
     """
-    nets, info = {}, {}
-    try:
-        from stadv_ref.training import load_or_train
-    except Exception as exc:  # pragma: no cover - depends on the training module
-        load_or_train = None
-        why = f"stadv_ref.training unavailable ({exc})"
-    for v in variants:
-        try:
-            if load_or_train is None:
-                raise RuntimeError(why)
-            net, meta = load_or_train(v, cache_dir=model_dir, hidden=HIDDEN, seed=seed, quick=quick,
-                                      data_dir=data_dir, progress=progress, with_metadata=True)
-            nets[v] = net
-            info[v] = {
-                "source": "stadv_ref.training.load_or_train" + (" (quick)" if quick else ""),
-                "test_accuracy": float(meta.get("test_accuracy", float("nan"))),
-                "n_train": int(meta.get("n_train", -1)),
-                "epochs": int(meta.get("epochs", -1)),
-                "hidden": HIDDEN,
-            }
-        except Exception as exc:
-            if v in ("nt", "rand"):
-                n_train, epochs = (5000, 4) if quick else (60000, 20)
-                net, meta = _fallback_train(v, HIDDEN, n_train, epochs if v == "nt" else 0, seed, data_dir)
-                nets[v] = net
-                info[v] = dict(meta, hidden=HIDDEN, n_train=n_train, reason=f"{type(exc).__name__}: {exc}")
-            else:
-                info[v] = {"missing": True, "reason": f"{type(exc).__name__}: {exc}"}
+    import stadv_ref
+
+    nets, info = load_networks(variants, HIDDEN, quick, model_dir=model_dir, data_dir=data_dir, seed=seed,
+                               progress=progress)
+    for v, rec in info.items():
+        del rec["load_seconds"]
+        if v not in nets:
+            continue
+        if "reason" in rec:  # the fallback trainer: its accuracy on the MNIST test set
+            Xt, yt = stadv_ref.load_mnist("test", data_dir=data_dir)
+            info[v] = {"test_accuracy": float((nets[v].predict(Xt) == yt).mean()), "source": "fallback trainer",
+                       "hidden": HIDDEN, "n_train": rec["n_train"], "reason": rec["reason"]}
+        else:
+            rec["hidden"] = HIDDEN
     return nets, info
 
 
-def jsonable(o):
-    """NumPy scalars/arrays and tuples to JSON types."""
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return jsonable(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
+def networks_from_args(args, progress=False):
+    """``(variants, nets, info)`` from the ``--variants/--full-networks/--model-dir/--seed`` options."""
+    variants = parse_variants(args.variants)
+    nets, info = get_networks(variants, quick=args.quick and not args.full_networks, model_dir=args.model_dir,
+                              seed=args.seed, progress=progress)
+    return variants, nets, info
 
 
-def write_json(path, obj):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(jsonable(obj), indent=1) + "\n")
-    os.replace(tmp, path)
+def add_network_options(p, full_help=None):
+    """The network options of Figures 2-4 (``--full-networks``, ``--model-dir``, ``--seed``)."""
+    p.add_argument("--full-networks", action="store_true", help=full_help)
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
 
 
 # ---------------------------------------------------------------------------
 # Figure 2
 # ---------------------------------------------------------------------------
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer eps values, classes and iterations")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
+    p = script_parser(__doc__, DEFAULT_OUT, quick_help="fewer eps values, classes and iterations",
+                      out_help="output directory")
     p.add_argument("--variants", default="nt,rand,at")
     p.add_argument("--eps", default=None, help="comma-separated eps values (default: grid on [0, 7.84])")
     p.add_argument("--classes", default=None, help="comma-separated true classes y (default: all 10, quick: 0,1,2)")
     p.add_argument("--max-iter", type=int, default=None, help="Algorithm 1 outer iterations (default 30, quick 10)")
     p.add_argument("--max-x-iter", type=int, default=20)
     p.add_argument("--n", type=int, default=16, help="midpoints of Eq. (7)")
-    p.add_argument("--full-networks", action="store_true", help="use fully trained networks even with --quick")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    add_network_options(p, full_help="use fully trained networks even with --quick")
     p.add_argument("--progress", action="store_true")
     return p.parse_args(argv)
 
@@ -175,9 +119,7 @@ def run(args):
     if args.classes:
         classes = [int(c) for c in args.classes.split(",")]
     max_iter = args.max_iter if args.max_iter is not None else (10 if quick else 30)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    nets, info = get_networks(variants, quick=quick and not args.full_networks, model_dir=args.model_dir,
-                              seed=args.seed, progress=args.progress)
+    variants, nets, info = networks_from_args(args, progress=args.progress)
     out = {
         "figure": "Figure 2 (Section 3.2): lower bounds of the adversarial loss vs eps",
         "quick": quick,
@@ -259,19 +201,12 @@ def run(args):
                  "||M r|| <= eps/sqrt(2); the untied run starts from the tied result"),
         "rows": e5,
     }
-    missing = [v for v in variants if v not in nets]
-    if missing:
-        out["missing_networks"] = {v: info[v].get("reason") for v in missing}
-    out["seconds"] = time.time() - t0
+    close_record(out, variants, nets, info, t0)
     return out
 
 
 def plot(out, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     res = out["results"]
     k = max(1, len(res))
     fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 3.8), squeeze=False)
@@ -292,18 +227,14 @@ def plot(out, path):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("lower bound of adversarial loss")
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Figure 2: lower bounds (max over true classes tried)" + (" [quick]" if out["quick"] else ""),
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, "Figure 2: lower bounds (max over true classes tried)"
+                + (" [quick]" if out["quick"] else ""), dpi=90)
 
 
 def main(argv=None):
     """Run Figure 2; returns the JSON-ready result dict."""
     args = parse_args(argv)
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = output_dir(args.out)
     out = run(args)
     write_json(outdir / "fig2_lower_bound.json", out)
     plot(out, outdir / "fig2_lower_bound.png")

@@ -17,7 +17,6 @@ Writes ``fig3_<variant>.png`` per network and ``fig3_samples.json``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,32 +28,26 @@ DEFAULT_OUT = HERE / "results" / "fig3"
 PAPER_FIGURE = {"nt": "Figure 3", "rand": "Figure 9", "at": "Figure 10"}
 
 try:  # imported as verify.fig3_samples
-    from verify.fig2_lower_bound import get_networks, write_json
+    from verify._common import close_record, output_dir, pyplot, save_figure, script_parser
+    from verify.fig2_lower_bound import add_network_options, networks_from_args
 except ImportError:  # run as a script: verify/ is on sys.path
     sys.path.insert(0, str(HERE))
-    from fig2_lower_bound import get_networks, write_json
+    from _common import close_record, output_dir, pyplot, save_figure, script_parser
+    from fig2_lower_bound import add_network_options, networks_from_args
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="quick networks and fewer iterations")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p = script_parser(__doc__, DEFAULT_OUT, quick_help="quick networks and fewer iterations")
     p.add_argument("--variants", default="nt,rand,at")
     p.add_argument("--eps", default="0.05,0.5,5")
     p.add_argument("--max-iter", type=int, default=None, help="default 30, quick 10")
     p.add_argument("--n", type=int, default=16)
-    p.add_argument("--full-networks", action="store_true")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    add_network_options(p)
     return p.parse_args(argv)
 
 
 def plot_variant(variant, samples, path, quick):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     k = len(samples)
     fig, axes = plt.subplots(k, 3, figsize=(8.4, 2.8 * k), squeeze=False)
     for row, s in zip(axes, samples):
@@ -80,11 +73,8 @@ def plot_variant(variant, samples, path, quick):
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"{PAPER_FIGURE.get(variant, '')}: Algorithm 1 samples, $f_{{{variant}}}$"
-                 + (" [quick]" if quick else ""), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, f"{PAPER_FIGURE.get(variant, '')}: Algorithm 1 samples, $f_{{{variant}}}$"
+                + (" [quick]" if quick else ""), dpi=80)
 
 
 def main(argv=None):
@@ -93,14 +83,11 @@ def main(argv=None):
     from stadv_ref.impossibility import LABELS
 
     args = parse_args(argv)
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = output_dir(args.out)
     quick = args.quick
     eps_list = [float(e) for e in args.eps.split(",")]
     max_iter = args.max_iter if args.max_iter is not None else (10 if quick else 30)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    nets, info = get_networks(variants, quick=quick and not args.full_networks, model_dir=args.model_dir,
-                              seed=args.seed)
+    variants, nets, info = networks_from_args(args)
     out = {"figure": "Figures 3, 9, 10: samples found by Algorithm 1", "quick": quick,
            "settings": {"eps": eps_list, "max_iter": max_iter, "n": args.n, "flow": "tied"},
            "labels": dict(LABELS), "networks": info, "results": {}}
@@ -128,11 +115,7 @@ def main(argv=None):
         out["results"][v] = {"paper_figure": PAPER_FIGURE.get(v),
                              "samples": [{k: val for k, val in s.items() if not k.startswith("_")}
                                          for s in samples]}
-    missing = [v for v in variants if v not in nets]
-    if missing:
-        out["missing_networks"] = {v: info[v].get("reason") for v in missing}
-    out["seconds"] = time.time() - t0
-    write_json(outdir / "fig3_samples.json", out)
+    close_record(out, variants, nets, info, t0, outdir / "fig3_samples.json")
     print(f"[fig3] wrote {outdir}")
     return out
 

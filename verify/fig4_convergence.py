@@ -16,7 +16,6 @@ Writes ``fig4_convergence.png`` and ``fig4_convergence.json``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,24 +26,22 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "fig4"
 
 try:  # imported as verify.fig4_convergence
-    from verify.fig2_lower_bound import get_networks, write_json
+    from verify._common import close_record, output_dir, pyplot, save_figure, script_parser
+    from verify.fig2_lower_bound import add_network_options, networks_from_args
 except ImportError:  # run as a script
     sys.path.insert(0, str(HERE))
-    from fig2_lower_bound import get_networks, write_json
+    from _common import close_record, output_dir, pyplot, save_figure, script_parser
+    from fig2_lower_bound import add_network_options, networks_from_args
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p = script_parser(__doc__, DEFAULT_OUT)
     p.add_argument("--variants", default="nt,rand,at")
     p.add_argument("--eps", default="0.5,2,7.84")
     p.add_argument("--max-iter", type=int, default=None, help="default 50, quick 20")
     p.add_argument("--max-x-iter", type=int, default=20)
     p.add_argument("--n", type=int, default=16)
-    p.add_argument("--full-networks", action="store_true")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    add_network_options(p)
     return p.parse_args(argv)
 
 
@@ -86,23 +83,17 @@ def x_loop_statistics(res):
 
 def main(argv=None):
     """Run Figure 4; returns the JSON-ready result dict."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     import stadv_ref
     from stadv_ref.impossibility import LABELS
 
     args = parse_args(argv)
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = output_dir(args.out)
     quick = args.quick
     eps_list = [float(e) for e in args.eps.split(",")]
     max_iter = args.max_iter if args.max_iter is not None else (20 if quick else 50)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    nets, info = get_networks(variants, quick=quick and not args.full_networks, model_dir=args.model_dir,
-                              seed=args.seed)
+    variants, nets, info = networks_from_args(args)
     out = {"figure": "Figure 4: convergence of Algorithm 1", "quick": quick,
            "settings": {"eps": eps_list, "max_iter": max_iter, "max_x_iter": args.max_x_iter, "n": args.n,
                         "flow": "tied", "y": "class predicted at the Theorem 1 input"},
@@ -137,15 +128,9 @@ def main(argv=None):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("exact $\\ell_{adv}$ (solid: current, dashed: best)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Figure 4: convergence of Algorithm 1" + (" [quick]" if quick else ""), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(outdir / "fig4_convergence.png", dpi=90)
-    plt.close(fig)
-    missing = [v for v in variants if v not in nets]
-    if missing:
-        out["missing_networks"] = {v: info[v].get("reason") for v in missing}
-    out["seconds"] = time.time() - t0
-    write_json(outdir / "fig4_convergence.json", out)
+    save_figure(fig, outdir / "fig4_convergence.png",
+                "Figure 4: convergence of Algorithm 1" + (" [quick]" if quick else ""), dpi=90)
+    close_record(out, variants, nets, info, t0, outdir / "fig4_convergence.json")
     print(f"[fig4] wrote {outdir}")
     return out
 

@@ -31,9 +31,7 @@ back to a minimal cross-entropy trainer (nt, rand) or are reported missing.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,104 +47,31 @@ SOUND_EXTRA = ("frobenius", "spectral", "tight")
 METHODS = FIG5_METHODS + SOUND_EXTRA
 
 
+# jsonable and write_json stay importable from here
+try:  # imported as verify.fig5_certification
+    from verify._common import (jsonable, load_networks, output_dir, pyplot, save_figure,  # noqa: F401
+                                script_parser, write_json)
+except ImportError:  # run as a script: verify/ is on sys.path
+    sys.path.insert(0, str(HERE))
+    from _common import (jsonable, load_networks, output_dir, pyplot, save_figure,  # noqa: F401
+                         script_parser, write_json)
+
+
 # ---------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------
-def _fallback_train(variant, n_train, epochs, seed, data_dir):
-    """Minimal cross-entropy trainer (mini-batch Adam, no hidden bias): nt, rand only."""
-    import stadv_ref
-
-    X, y = stadv_ref.load_mnist("train", data_dir=data_dir, limit=n_train)
-    X = X.reshape(len(X), -1)
-    rng = np.random.default_rng(seed)
-    d, K = X.shape[1], 10
-    W = rng.standard_normal((HIDDEN, d)) * np.sqrt(2.0 / d)
-    V = rng.standard_normal((K, HIDDEN)) * np.sqrt(1.0 / HIDDEN)
-    c = np.zeros(K)
-    params = [W, V, c]
-    m1 = [np.zeros_like(p) for p in params]
-    m2 = [np.zeros_like(p) for p in params]
-    t = 0
-    for _ in range(epochs if variant == "nt" else 0):
-        for idx in np.array_split(rng.permutation(len(X)), max(1, len(X) // 100)):
-            Z = X[idx] @ W.T
-            Hh = np.maximum(Z, 0)
-            out = Hh @ V.T + c
-            P = np.exp(out - out.max(1, keepdims=True))
-            P /= P.sum(1, keepdims=True)
-            P[np.arange(len(idx)), y[idx]] -= 1
-            P /= len(idx)
-            grads = (((P @ V) * (Z > 0)).T @ X[idx], P.T @ Hh, P.sum(0))
-            t += 1
-            for p, g, a, b in zip(params, grads, m1, m2):
-                a *= 0.9
-                a += 0.1 * g
-                b *= 0.999
-                b += 0.001 * g * g
-                p -= 1e-3 * (a / (1 - 0.9**t)) / (np.sqrt(b / (1 - 0.999**t)) + 1e-8)
-    return stadv_ref.OneHiddenLayerNet(W, V, c=c, image_shape=(28, 28))
-
-
 def get_networks(variants, quick, model_dir=None, data_dir=None, seed=0, progress=False):
     """Trained networks (500 hidden units) and where each came from."""
-    nets, info = {}, {}
-    try:
-        from stadv_ref.training import load_or_train
-    except Exception as exc:  # pragma: no cover - depends on the training module
-        load_or_train, why = None, f"stadv_ref.training unavailable ({exc})"
-    for v in variants:
-        t0 = time.perf_counter()
-        try:
-            if load_or_train is None:
-                raise RuntimeError(why)
-            net, meta = load_or_train(v, cache_dir=model_dir, hidden=HIDDEN, seed=seed, quick=quick,
-                                      data_dir=data_dir, progress=progress, with_metadata=True)
-            nets[v] = net
-            info[v] = {"source": "stadv_ref.training.load_or_train" + (" (quick)" if quick else ""),
-                       "test_accuracy": float(meta.get("test_accuracy", float("nan"))),
-                       "n_train": int(meta.get("n_train", -1)), "epochs": int(meta.get("epochs", -1))}
-        except Exception as exc:
-            if v in ("nt", "rand"):
-                n_train, epochs = (5000, 4) if quick else (60000, 20)
-                nets[v] = _fallback_train(v, n_train, epochs, seed, data_dir)
-                info[v] = {"source": "fallback trainer in verify/fig5_certification.py", "n_train": n_train,
-                           "epochs": epochs if v == "nt" else 0, "reason": f"{type(exc).__name__}: {exc}"}
-            else:
-                info[v] = {"missing": True, "reason": f"{type(exc).__name__}: {exc}"}
-        info[v]["load_seconds"] = time.perf_counter() - t0
-    return nets, info
+    return load_networks(variants, HIDDEN, quick, model_dir=model_dir, data_dir=data_dir, seed=seed,
+                         progress=progress, fallback_source="fallback trainer in verify/fig5_certification.py")
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-def jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return jsonable(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
-
-
-def write_json(path, obj):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(jsonable(obj), indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="quick networks, 1000 test points, gap_tol 1e-3")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
+    p = script_parser(__doc__, DEFAULT_OUT, quick_help="quick networks, 1000 test points, gap_tol 1e-3",
+                      out_help="output directory")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--n-test", type=int, default=None, help="number of MNIST test points (default 1000 quick, 10000)")
     p.add_argument("--gap-tol", type=float, default=None, help="SDP certified relative gap (default 1e-3 quick, 1e-5)")
@@ -202,12 +127,21 @@ def checkerboard_violation(H=28, eps=0.5, seed=0):
             "attack_over_tight": exact / bounds["tight"]}
 
 
+def _finish_panels(axes, n_used, xlabel):
+    """Log eps axis and [0, 1] loss axis on the first ``n_used`` panels; blank the rest; label and legend."""
+    for ax in axes.ravel()[:n_used]:
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[n_used:]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("0/1 adversarial loss")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+
+
 def plot(curves, eps, info, methods, out_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     styles = {"paper-frobenius": ("tab:orange", ":"), "paper-spectral": ("tab:blue", ":"),
               "sdp": ("tab:green", "-"), "frobenius": ("tab:orange", "-"), "spectral": ("tab:blue", "-"),
               "tight": ("tab:red", "-")}
@@ -222,19 +156,10 @@ def plot(curves, eps, info, methods, out_dir):
             ax.plot(eps, curves[v][m], color=col, ls=ls, label=lab)
         acc = info[v].get("clean_accuracy")
         ax.set_title(f"{v} (clean acc {acc:.3f})" if acc is not None else v)
-        ax.set_xscale("log")
-        ax.set_xlabel("eps (||M r|| budget)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(names):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("0/1 adversarial loss")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Figure 5: 0/1 adversarial loss from the upper bounds (dotted: the paper's printed naive bounds, "
-                 "not sound [E12])", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out_dir / "fig5_certification.png", dpi=80)
-    plt.close(fig)
+    _finish_panels(axes, len(names), "eps (||M r|| budget)")
+    save_figure(fig, out_dir / "fig5_certification.png",
+                "Figure 5: 0/1 adversarial loss from the upper bounds (dotted: the paper's printed naive bounds, "
+                "not sound [E12])", dpi=80)
 
     ncol = 3
     nrow = int(np.ceil(len(methods) / ncol))
@@ -244,18 +169,9 @@ def plot(curves, eps, info, methods, out_dir):
         for k, v in enumerate(names):
             ax.plot(eps, curves[v][m], color=cmap(k), label=v)
         ax.set_title(m + (" (printed, not sound)" if m.startswith("paper") else ""))
-        ax.set_xscale("log")
-        ax.set_xlabel("eps")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(methods):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("0/1 adversarial loss")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Figure 11: upper bounds on the 0/1 adversarial loss for different networks", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out_dir / "fig11_certification.png", dpi=80)
-    plt.close(fig)
+    _finish_panels(axes, len(methods), "eps")
+    save_figure(fig, out_dir / "fig11_certification.png",
+                "Figure 11: upper bounds on the 0/1 adversarial loss for different networks", dpi=80)
 
 
 # ---------------------------------------------------------------------------
@@ -268,8 +184,7 @@ def main(argv=None):
     from stadv_ref.certification import certify, pair_bounds_cached
 
     t_start = time.perf_counter()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(args.out)
     quick = args.quick
     n_test = args.n_test or (1000 if quick else 10000)
     gap_tol = args.gap_tol or (1e-3 if quick else 1e-5)

@@ -31,9 +31,8 @@ Writes ``fig6_stadv.png`` and ``fig6_stadv.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -45,12 +44,16 @@ VARIANTS = ("nt", "rand", "fro", "spe", "stn", "at", "sdp")
 TAUS = (0.0, 0.025, 0.05, 0.075, 0.1)
 CLAIM = {"success_rate_diff": -0.1, "adv_accuracy_diff": 0.08}
 
+try:  # imported as verify.fig6_stadv
+    from verify._common import output_dir, parse_variants, pyplot, save_figure, script_parser, write_text_atomic
+except ImportError:  # run as a script: verify/ is on sys.path
+    sys.path.insert(0, str(HERE))
+    from _common import output_dir, parse_variants, pyplot, save_figure, script_parser, write_text_atomic
+
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="quick networks (5,000 training images, few epochs), 100 test images, 100 iterations")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p = script_parser(__doc__, DEFAULT_OUT,
+                      quick_help="quick networks (5,000 training images, few epochs), 100 test images, 100 iterations")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--taus", default=",".join(map(str, TAUS)))
     p.add_argument("--n", type=int, default=None, help="test images (default 1000, quick 100)")
@@ -67,10 +70,8 @@ def parse_args(argv):
 
 
 def write_json(path, obj):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    """``obj`` as indented JSON (unknown types through ``float``; NaN kept as ``NaN``), written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=1, default=float) + "\n")
 
 
 def evaluate(net, X, y, taus, max_iter, options, progress=False):
@@ -145,11 +146,7 @@ def claim_check(results, taus):
 
 
 def plot(results, taus, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     inf_x = max(taus) + 0.03
     for v, r in results.items():
@@ -170,10 +167,7 @@ def plot(results, taus, path, title):
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, ncol=2)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, title, dpi=80, fontsize=9)
 
 
 def main(argv=None):
@@ -182,9 +176,8 @@ def main(argv=None):
     from stadv_ref.attacks import STADV_CODE_OPTIONS
     from stadv_ref.training import load_or_train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    out = output_dir(args.out)
+    variants = parse_variants(args.variants)
     taus = [float(t) for t in args.taus.split(",")]
     n = args.n or (100 if args.quick else 1000)
     max_iter = args.max_iter or (100 if args.quick else 200)
