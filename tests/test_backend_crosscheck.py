@@ -165,12 +165,13 @@ def test_warp_vjp_both(backend, case, padding):
 
 
 def test_warp_vjp_both_channel_paths(backend):
-    """The fused kernel's per-channel code paths (numba: a pixel-major path for C == 3),
-    on enough images that every thread gets one (the path used for large batches)."""
+    """The fused kernel's per-channel code paths (numba: pixel-major paths for C == 1 and 3),
+    on enough images that every thread gets several (the path used for large batches,
+    with software prefetch of the images ahead)."""
     be = _be(backend)
     if not hasattr(be, "warp_vjp_both"):
         pytest.skip(f"backend {backend!r} has no fused warp_vjp_both")
-    N, H, W = 9, 5, 7
+    N, H, W = 40, 5, 7
     for C, dtype, padding in itertools.product([1, 2, 3, 4], [np.float32, np.float64], ["zeros", "border"]):
         rng = np.random.default_rng(C)
         x = rng.uniform(-1, 1, (N, C, H, W)).astype(dtype)

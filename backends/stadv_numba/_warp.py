@@ -33,11 +33,16 @@ Numba details matter: the helpers are inlined at the Numba IR level
 Numba's alias analysis marks the parallel body's arrays ``noalias``; and flat
 indices are unsigned, so no negative-index wraparound code blocks contiguous
 vector loads and stores.
+
+Batches of small images: the kernels that walk images in order request the
+cache lines of the image ``AHEAD`` positions later (:mod:`._prefetch`).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from ._prefetch import AHEAD, SMALL, prefetch_image
 
 _OPTS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 _INL = dict(_OPTS, inline="always")
@@ -287,6 +292,8 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
             if n != loaded:
                 _load_image(xf, n, C, H, W, XP)
                 loaded = n
+                if n + AHEAD < N and HW * C <= SMALL:
+                    prefetch_image(xf, flf, xf, n + AHEAD, C, HW, False)
             _setup(flf, n, k0, L, cg, rg, H, W, one, border, WEIGHTS, KB, Wt)
             for c in range(C):
                 _gather(XP, c, k0, L, KB, Wt, Wp, of, n * C + c)
@@ -367,8 +374,11 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
         XP = np.zeros((C, HWp), dtype=cg.dtype)
         A = np.empty((C, HWp), dtype=cg.dtype)
-        for n in range(ch * N // nchunks, (ch + 1) * N // nchunks):
+        n_end = (ch + 1) * N // nchunks
+        for n in range(ch * N // nchunks, n_end):
             _load_image(xf, n, C, H, W, XP)
+            if n + AHEAD < n_end and HW * C <= SMALL:
+                prefetch_image(xf, flf, gf, n + AHEAD, C, HW, True)
             for c in range(C):
                 for k in range(HWp):
                     A[c, k] = zero
