@@ -1,7 +1,7 @@
 """stadv-ref: reference implementation of *Provable Defenses against Spatially
 Transformed Adversarial Inputs: Impossibility and Possibility Results*.
 
-Equation index (paper numbering; see ``../shared/paper/EQUATIONS.md``):
+Equation index (paper numbering; see ``docs/EQUATIONS.md``):
 
 ====================  ==============================================
 Eq. (1) warp          :mod:`stadv_ref.transform`

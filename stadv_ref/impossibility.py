@@ -13,7 +13,7 @@ Both return a :class:`LowerBoundResult`. Its ``exact_loss`` is the true
 the linearisation ``l~`` only ([E8]); it grows linearly in ``eps`` while the true
 loss is bounded.
 
-Corrections to the paper applied here (``../shared/paper/EQUATIONS.md``):
+Corrections to the paper applied here (``docs/EQUATIONS.md``):
 
 * [E9] ``W_d^-1`` needs ``rank W = d``, impossible for ``m < d`` (512 x 784):
   ``x* = pi_inf(W^+ 1)`` (the pseudo-inverse) is used and reported in ``notes``.
