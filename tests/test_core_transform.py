@@ -26,9 +26,13 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
-def _flow(rng, N, H, W, scale=2.5):
-    """Random flows reaching well outside the image (both paddings matter)."""
-    return rng.uniform(-scale, scale, size=(N, 2, H, W))
+def _flow(rng, N, H, W, scale=2.5, integer=False):
+    """Random flows reaching well outside the image (both paddings matter).
+
+    ``integer=True`` rounds them: integer sampling positions, including exactly on the border.
+    """
+    flow = rng.uniform(-scale, scale, size=(N, 2, H, W))
+    return np.round(flow) if integer else flow
 
 
 def _fractional_flow(rng, N, H, W, lo=0.1, hi=0.9, span=3):
@@ -39,6 +43,34 @@ def _fractional_flow(rng, N, H, W, lo=0.1, hi=0.9, span=3):
     """
     ints = rng.integers(-span, span + 1, size=(N, 2, H, W))
     return ints + rng.uniform(lo, hi, size=(N, 2, H, W))
+
+
+def _nchw_property(n_max=3, c_max=3, **more):
+    """``SETTINGS`` and ``given`` over seed, N in [1, n_max], C in [1, c_max], H, W, padding, then ``more``."""
+    return lambda test: SETTINGS(given(seed=seeds, N=st.integers(1, n_max), C=st.integers(1, c_max),
+                                       H=sizes, W=sizes, padding=st.sampled_from(PADDINGS), **more)(test))
+
+
+def _images_and_flow(seed, N, C, H, W, make_flow=_flow, **flow_kw):
+    """``(rng, x, flow)``: x normal of shape (N, C, H, W), then ``make_flow(rng, N, H, W, **flow_kw)``."""
+    rng = _rng(seed)
+    x = rng.normal(size=(N, C, H, W))
+    return rng, x, make_flow(rng, N, H, W, **flow_kw)
+
+
+def _quotient(f, lo, hi):
+    """Difference quotient ``(f(hi) - f(lo)) / (hi - lo)``."""
+    return (f(hi) - f(lo)) / (hi - lo)
+
+
+def _assert_vjp_flow_by_components(vjp, x, flow, gout, padding, lo, hi, atol):
+    """Entry by entry: output pixel i depends on (du_i, dv_i) only, so moving a whole flow
+    component by ``s`` in ``[lo, hi]`` gives all its partial derivatives at once."""
+    for comp in (0, 1):
+        e = np.zeros_like(flow)
+        e[:, comp] = 1.0
+        d = _quotient(lambda s: warp(x, flow + s * e, padding, backend=BE), lo, hi)
+        np.testing.assert_allclose(vjp[:, comp], (gout * d).sum(axis=1), atol=atol)
 
 
 def _grid(H, W):
@@ -71,9 +103,7 @@ def _scipy_warp(x, flow, padding):
 # ---------------------------------------------------------------------------
 # The warp itself
 # ---------------------------------------------------------------------------
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 3), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS), channels=st.booleans())
+@_nchw_property(channels=st.booleans())
 def test_zero_flow_is_identity(seed, N, C, H, W, padding, channels):
     rng = _rng(seed)
     x = rng.normal(size=(N, C, H, W) if channels else (N, H, W))
@@ -82,9 +112,7 @@ def test_zero_flow_is_identity(seed, N, C, H, W, padding, channels):
     np.testing.assert_array_equal(out, x)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 3), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS))
+@_nchw_property()
 def test_integer_flow_is_a_shift(seed, N, C, H, W, padding):
     """A flow of integer (dr, dc) everywhere samples x[row+dr, col+dc] (0 or clipped outside)."""
     rng = _rng(seed)
@@ -103,9 +131,7 @@ def test_integer_flow_is_a_shift(seed, N, C, H, W, padding):
     np.testing.assert_allclose(warp(x, flow, padding, backend=BE), want, atol=1e-14)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 3), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS), a=st.floats(-3, 3), b=st.floats(-3, 3))
+@_nchw_property(a=st.floats(-3, 3), b=st.floats(-3, 3))
 def test_warp_is_linear_in_x(seed, N, C, H, W, padding, a, b):
     rng = _rng(seed)
     x, y = rng.normal(size=(2, N, C, H, W))
@@ -115,30 +141,19 @@ def test_warp_is_linear_in_x(seed, N, C, H, W, padding, a, b):
     np.testing.assert_allclose(lhs, rhs, atol=1e-12)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 3), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS), scale=st.sampled_from([0.5, 1.5, 4.0]),
-       integer=st.booleans())
+@_nchw_property(scale=st.sampled_from([0.5, 1.5, 4.0]), integer=st.booleans())
 @example(seed=0, N=1, C=1, H=1, W=1, padding="zeros", scale=1.5, integer=False)
 @example(seed=1, N=1, C=1, H=1, W=5, padding="border", scale=4.0, integer=True)
 def test_warp_matches_scipy_map_coordinates(seed, N, C, H, W, padding, scale, integer):
-    rng = _rng(seed)
-    x = rng.normal(size=(N, C, H, W))
-    flow = _flow(rng, N, H, W, scale)
-    if integer:  # integer sampling positions, including exactly on the border
-        flow = np.round(flow)
+    _, x, flow = _images_and_flow(seed, N, C, H, W, scale=scale, integer=integer)
     np.testing.assert_allclose(warp(x, flow, padding, backend=BE), _scipy_warp(x, flow, padding),
                                atol=1e-12)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 3), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS))
+@_nchw_property()
 def test_channels_warp_independently(seed, N, C, H, W, padding):
     """(N, C, H, W) input = each channel warped as an (N, H, W) input with the same flow."""
-    rng = _rng(seed)
-    x = rng.normal(size=(N, C, H, W))
-    flow = _flow(rng, N, H, W)
+    _, x, flow = _images_and_flow(seed, N, C, H, W)
     out = warp(x, flow, padding, backend=BE)
     assert out.shape == (N, C, H, W)
     for c in range(C):
@@ -182,9 +197,7 @@ def test_integer_images_become_float64():
 def test_warp_matrix_agrees_with_warp(seed, H, W, padding, integer):
     rng = _rng(seed)
     x = rng.normal(size=(H, W))
-    flow = _flow(rng, 1, H, W)[0]
-    if integer:
-        flow = np.round(flow)
+    flow = _flow(rng, 1, H, W, integer=integer)[0]
     G = warp_matrix(flow, padding)
     assert G.shape == (H * W, H * W)
     assert G.nnz <= 4 * H * W
@@ -202,16 +215,12 @@ def test_warp_matrix_agrees_with_warp(seed, H, W, padding, integer):
 # ---------------------------------------------------------------------------
 # Vector-Jacobian products
 # ---------------------------------------------------------------------------
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 3), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS), integer=st.booleans())
+@_nchw_property(integer=st.booleans())
 def test_warp_vjp_x_dot_product_test(seed, N, C, H, W, padding, integer):
     """<G x, y> = <x, G^T y> (adjoint test), and G^T y equals the sparse matrix transpose."""
     rng = _rng(seed)
     x, y = rng.normal(size=(2, N, C, H, W))
-    flow = _flow(rng, N, H, W)
-    if integer:
-        flow = np.round(flow)
+    flow = _flow(rng, N, H, W, integer=integer)
     Gx = warp(x, flow, padding, backend=BE)
     GTy = warp_vjp_x(flow, y, padding, backend=BE)
     assert GTy.shape == y.shape
@@ -223,35 +232,23 @@ def test_warp_vjp_x_dot_product_test(seed, N, C, H, W, padding, integer):
     np.testing.assert_allclose(warp_vjp_x(flow, y[:, 0], padding, backend=BE), GTy[:, 0], atol=1e-14)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 2), C=st.integers(1, 3), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS))
+@_nchw_property(n_max=2)
 def test_warp_vjp_flow_matches_central_differences(seed, N, C, H, W, padding):
     """Away from integer sampling positions: <vjp, delta> = d/dh <grad_out, warp(flow + h delta)>."""
-    rng = _rng(seed)
-    x = rng.normal(size=(N, C, H, W))
-    flow = _fractional_flow(rng, N, H, W)
+    rng, x, flow = _images_and_flow(seed, N, C, H, W, _fractional_flow)
     gout = rng.normal(size=(N, C, H, W))
     vjp = warp_vjp_flow(x, flow, gout, padding, backend=BE)
     assert vjp.shape == (N, 2, H, W)
     h = 1e-6
     # directional derivative along a random direction
     delta = rng.normal(size=flow.shape)
-    fd = (np.vdot(gout, warp(x, flow + h * delta, padding, backend=BE))
-          - np.vdot(gout, warp(x, flow - h * delta, padding, backend=BE))) / (2 * h)
+    fd = _quotient(lambda s: np.vdot(gout, warp(x, flow + s * delta, padding, backend=BE)), -h, h)
     assert abs(np.vdot(vjp, delta) - fd) <= 1e-6 * (1 + abs(fd))
-    # and entry by entry: output pixel i depends on (du_i, dv_i) only, so one
-    # perturbation of a whole component gives all partial derivatives at once
-    for comp in (0, 1):
-        e = np.zeros_like(flow)
-        e[:, comp] = 1.0
-        d = (warp(x, flow + h * e, padding, backend=BE) - warp(x, flow - h * e, padding, backend=BE)) / (2 * h)
-        np.testing.assert_allclose(vjp[:, comp], (gout * d).sum(axis=1), atol=1e-6)
+    # and entry by entry (central differences)
+    _assert_vjp_flow_by_components(vjp, x, flow, gout, padding, -h, h, atol=1e-6)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 2), C=st.integers(1, 2), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS))
+@_nchw_property(n_max=2, c_max=2)
 @example(seed=3, N=1, C=1, H=1, W=1, padding="border")
 @example(seed=4, N=1, C=1, H=3, W=4, padding="border")
 def test_subgradient_convention_right_derivative_at_integers(seed, N, C, H, W, padding):
@@ -261,18 +258,12 @@ def test_subgradient_convention_right_derivative_at_integers(seed, N, C, H, W, p
     its border) or fractional, at random. Moving one component by ``0 < h < 1``
     to the right keeps it inside one linear piece, so the one-sided quotient is exact.
     """
-    rng = _rng(seed)
-    x = rng.normal(size=(N, C, H, W))
-    flow = _fractional_flow(rng, N, H, W)
+    rng, x, flow = _images_and_flow(seed, N, C, H, W, _fractional_flow)
     flow = np.where(rng.random(flow.shape) < 0.7, np.round(flow), flow)
     gout = rng.normal(size=(N, C, H, W))
     vjp = warp_vjp_flow(x, flow, gout, padding, backend=BE)
     h = 1e-3
-    for comp in (0, 1):
-        e = np.zeros_like(flow)
-        e[:, comp] = h
-        fwd = (warp(x, flow + e, padding, backend=BE) - warp(x, flow, padding, backend=BE)) / h
-        np.testing.assert_allclose(vjp[:, comp], (gout * fwd).sum(axis=1), atol=1e-9)
+    _assert_vjp_flow_by_components(vjp, x, flow, gout, padding, 0.0, h, atol=1e-9)  # forward differences
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
@@ -287,14 +278,11 @@ def test_gradient_at_zero_flow_is_forward_image_difference(padding):
     np.testing.assert_allclose(g[1], xp[1:, :W] - x[0], atol=1e-14)  # d/d dv: x[row+1, .] - x
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 2), C=st.integers(1, 2), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS))
+@_nchw_property(n_max=2, c_max=2)
 def test_border_padding_gradient_vanishes_where_clipped(seed, N, C, H, W, padding):
     """Far outside the image the border warp is constant in the flow; zero padding is 0 there."""
-    rng = _rng(seed)
-    x = rng.normal(size=(N, C, H, W))
-    flow = _fractional_flow(rng, N, H, W) + (max(H, W) + 5) * rng.choice([-1, 1], size=(N, 2, 1, 1))
+    rng, x, flow = _images_and_flow(seed, N, C, H, W, _fractional_flow)
+    flow = flow + (max(H, W) + 5) * rng.choice([-1, 1], size=(N, 2, 1, 1))
     vjp = warp_vjp_flow(x, flow, rng.normal(size=x.shape), padding, backend=BE)
     np.testing.assert_array_equal(vjp, 0.0)
 
@@ -310,9 +298,7 @@ def test_tied_stacks_r_twice():
     np.testing.assert_array_equal(f[:, 1], r)
 
 
-@SETTINGS
-@given(seed=seeds, N=st.integers(1, 2), C=st.integers(1, 2), H=sizes, W=sizes,
-       padding=st.sampled_from(PADDINGS), channels=st.booleans())
+@_nchw_property(n_max=2, c_max=2, channels=st.booleans())
 def test_tied_jacobian_diag_matches_finite_differences(seed, N, C, H, W, padding, channels):
     """"correct" = d/dr warp(x, tied(r)) (diagonal); "paper" = the du term alone ([E6])."""
     rng = _rng(seed)
@@ -323,10 +309,9 @@ def test_tied_jacobian_diag_matches_finite_differences(seed, N, C, H, W, padding
     paper = tied_jacobian_diag(x, r, padding, "paper", backend=BE)
     assert correct.shape == x.shape and paper.shape == x.shape
     # x~_i depends on r_i only, so perturbing every r_i at once gives the diagonal
-    fd = (warp(x, tied(r + h), padding, backend=BE) - warp(x, tied(r - h), padding, backend=BE)) / (2 * h)
+    fd = _quotient(lambda s: warp(x, tied(r + s), padding, backend=BE), -h, h)
     np.testing.assert_allclose(correct, fd, atol=1e-6)
-    du_only = lambda s: np.stack([r + s, r], axis=1)  # noqa: E731
-    fd_du = (warp(x, du_only(h), padding, backend=BE) - warp(x, du_only(-h), padding, backend=BE)) / (2 * h)
+    fd_du = _quotient(lambda s: warp(x, np.stack([r + s, r], axis=1), padding, backend=BE), -h, h)
     np.testing.assert_allclose(paper, fd_du, atol=1e-6)
     # "correct" = du term + dv term, both from the VJP with a one-hot cotangent per pixel
     x4 = x if channels else x[:, None]
@@ -342,9 +327,7 @@ def test_tied_jacobian_diag_matches_finite_differences(seed, N, C, H, W, padding
 def test_tied_jacobian_bounded_by_2_on_unit_box(seed, H, W, padding, integer):
     """[E7]: |dg_i/dr_i| <= 2 for x in [0, 1]^d, and <= 4 for ||x||_inf <= 1."""
     rng = _rng(seed)
-    r = _flow(rng, 3, H, W)[:, 0]
-    if integer:
-        r = np.round(r)
+    r = _flow(rng, 3, H, W, integer=integer)[:, 0]
     x01 = rng.choice([0.0, 1.0, 0.5], size=(3, H, W)) if integer else rng.uniform(size=(3, H, W))
     assert np.abs(tied_jacobian_diag(x01, r, padding, backend=BE)).max() <= 2 + 1e-12
     xpm = 2 * x01 - 1
