@@ -1,9 +1,12 @@
-"""Shared fixtures: the backend under test and the MNIST directory.
+"""Shared fixtures: the backend under test and the MNIST directory; shared Hypothesis settings.
 
 Every test that takes the ``backend`` fixture runs once per available backend
 (the reference ``numpy`` always; ``numba`` when installed; ``cupy`` when a GPU
 is present). Setting ``STADV_BACKEND`` restricts the run to that backend, and
 then a backend that cannot load is a failure, not a skip.
+
+The property tests import :data:`SETTINGS` and :data:`seeds` with
+``from conftest import SETTINGS, seeds`` (pytest puts ``tests/`` on ``sys.path``).
 """
 from __future__ import annotations
 
@@ -11,11 +14,18 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
 
 import stadv_ref
 from stadv_ref.backend import BackendError
 
 REPO = Path(__file__).resolve().parents[1]
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
+"""Hypothesis settings of the core property tests: 30 examples, no deadline, reproducible."""
+seeds = st.integers(0, 2**32 - 1)
+"""Seeds for ``numpy.random.default_rng``."""
 
 
 def _loadable(name):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,12 +20,7 @@ from stadv_ref import (
 )
 from stadv_ref.adversarial_loss import binary_view
 
-seeds = st.integers(0, 2**32 - 1)
 PADDINGS = ("zeros", "border")
-
-
-def _rng(seed):
-    return np.random.default_rng(seed)
 
 
 def _setup(rng, H, W, m, K, untied, span=2.0, N=2):
@@ -45,7 +41,7 @@ case = dict(seed=seeds, H=st.integers(2, 5), W=st.integers(2, 5), m=st.integers(
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(**case)
 def test_exact_loss_is_the_definition(seed, H, W, m, K, untied, padding):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net, classes, x, flow = _setup(rng, H, W, m, K, untied)
     f = binary_view(net, classes)
     fl = flow if untied else tied(flow)
@@ -62,7 +58,7 @@ def test_exact_loss_is_the_definition(seed, H, W, m, K, untied, padding):
 @settings(max_examples=20, deadline=None, derandomize=True)
 @given(**case)
 def test_flow_gradient_matches_finite_differences(seed, H, W, m, K, untied, padding):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net, classes, x, _ = _setup(rng, H, W, m, K, untied=True)
     ints = rng.integers(-2, 3, size=(2, 2, H, W))
     flow = ints + rng.uniform(0.2, 0.8, size=ints.shape)  # no integer sampling positions
@@ -92,7 +88,7 @@ def test_midpoint_rule_converges_to_exact_loss(seed, H, W, m, K, untied, padding
     at n = 2..5 (plus 1e-3 slack). A single small n can be accidentally exact,
     hence the maximum over several.
     """
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net, classes, x, flow = _setup(rng, H, W, m, K, untied)
     exact = adv_loss_exact(net, x, flow, classes=classes, padding=padding)
     err = {n: np.abs(adv_loss_path_integral(net, x, flow, n, classes=classes, padding=padding) - exact)
@@ -104,7 +100,7 @@ def test_midpoint_rule_converges_to_exact_loss(seed, H, W, m, K, untied, padding
 
 
 def test_midpoint_rule_error_decreases_on_a_fixed_case():
-    rng = _rng(11)
+    rng = np.random.default_rng(11)
     net, classes, x, flow = _setup(rng, 5, 5, 10, 4, untied=False, N=3)
     exact = adv_loss_exact(net, x, flow, classes=classes)
     ns = (1, 4, 16, 64, 256, 1024)
@@ -120,7 +116,7 @@ def test_midpoint_rule_error_decreases_on_a_fixed_case():
 def test_midpoint_rule_exact_for_a_linear_integrand(seed, H, W, m, K, padding):
     """All ReLUs active and every sampling point inside one pixel cell along the path:
     f o g is a quadratic polynomial in z, its derivative linear, so even n = 1 is exact."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net, classes, x, _ = _setup(rng, H, W, m, K, untied=False)
     net.b = np.full(net.m, 1e3)  # every hidden unit stays active
     r = rng.uniform(0.0, 0.99, size=x.shape)  # coordinates move from k to at most k + 0.99
@@ -135,7 +131,7 @@ def test_midpoint_rule_exact_for_a_linear_integrand(seed, H, W, m, K, padding):
        K=st.sampled_from([None, 3]))
 def test_linearized_is_the_printed_formula(seed, H, W, m, K):
     """[E8]: l~ = dsigma(W x + b)^T diag(v) W diag(x) r, written with explicit matrices."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net, classes, x, r = _setup(rng, H, W, m, K, untied=False)
     got = adv_loss_linearized(net, x, r, classes=classes)
     assert got.shape == (x.shape[0],)
@@ -149,7 +145,7 @@ def test_linearized_is_the_printed_formula(seed, H, W, m, K):
 
 def test_linearized_is_not_the_derivative():
     """[E8]: diag(x) is not Dg(0; x): the printed l~ differs from the first-order term."""
-    rng = _rng(5)
+    rng = np.random.default_rng(5)
     net, _, x, r = _setup(rng, 4, 4, 6, None, untied=False)
     lin = adv_loss_linearized(net, x, r)
     first = adv_loss_first_order(net, x, r)
@@ -160,7 +156,7 @@ def test_linearized_is_not_the_derivative():
 @given(**case, zeros=st.booleans())
 def test_first_order_is_the_directional_derivative(seed, H, W, m, K, untied, padding, zeros):
     """adv_loss_first_order = lim_{t -> 0+} l_adv(t r) / t (one-sided differences, any sign of r)."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net, classes, x, flow = _setup(rng, H, W, m, K, untied)
     if zeros:
         flow = np.where(rng.random(flow.shape) < 0.4, 0.0, flow)
@@ -180,7 +176,7 @@ def test_first_order_is_the_directional_derivative(seed, H, W, m, K, untied, pad
 
 def test_cw_margin():
     """CW loss (kappa = 0 in the paper): max_{i != y} f_i - f_y, clipped below at -kappa."""
-    rng = _rng(2)
+    rng = np.random.default_rng(2)
     net, _, x, _ = _setup(rng, 3, 3, 5, 4, untied=False, N=6)
     out = net(x)
     y = rng.integers(0, 4, size=6)
@@ -202,7 +198,7 @@ def test_cw_margin():
 
 
 def test_classes_argument_rules():
-    rng = _rng(3)
+    rng = np.random.default_rng(3)
     binary, _, x, r = _setup(rng, 3, 3, 4, None, untied=False)
     multi, _, _, _ = _setup(rng, 3, 3, 4, 3, untied=False)
     with pytest.raises(ValueError, match="classes"):

@@ -5,19 +5,14 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from conftest import SETTINGS, seeds
+from hypothesis import given
 from hypothesis import strategies as st
 
 from stadv_ref import OneHiddenLayerNet
 from stadv_ref.network import relu_derivative
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 BE = "numpy"
-seeds = st.integers(0, 2**32 - 1)
-
-
-def _rng(seed):
-    return np.random.default_rng(seed)
 
 
 def _net(rng, m=6, H=3, W=3, K=None, biases=True):
@@ -46,7 +41,7 @@ def _manual(net, X):
 @given(seed=seeds, m=st.integers(1, 6), H=st.integers(1, 4), W=st.integers(1, 4),
        K=st.sampled_from([None, 2, 4]), biases=st.booleans(), N=st.integers(1, 3))
 def test_forward_matches_manual_numpy(seed, m, H, W, K, biases, N):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net = _net(rng, m, H, W, K, biases)
     X = rng.normal(size=(N, H, W))
     out = net(X, backend=BE)
@@ -67,7 +62,7 @@ def test_forward_matches_manual_numpy(seed, m, H, W, K, biases, N):
 @SETTINGS
 @given(seed=seeds, m=st.integers(1, 8), K=st.sampled_from([None, 3]), N=st.integers(1, 3))
 def test_input_gradient_matches_finite_differences(seed, m, K, N):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net = _net(rng, m, 3, 3, K)
     X = rng.normal(size=(N, 9))
     weights = None if K is None else rng.normal(size=(N, K))
@@ -102,13 +97,13 @@ def test_relu_derivative_is_zero_at_zero():
 
 
 def test_multiclass_gradient_needs_weights():
-    net = _net(_rng(0), K=3)
+    net = _net(np.random.default_rng(0), K=3)
     with pytest.raises(ValueError, match="weights"):
         net.input_gradient(np.zeros((1, 9)), backend=BE)
     with pytest.raises(ValueError, match="weights"):
         net.input_gradient(np.zeros((2, 9)), np.ones((2, 4)), backend=BE)
     # a (K,) weight vector broadcasts over the batch
-    X = _rng(1).normal(size=(2, 9))
+    X = np.random.default_rng(1).normal(size=(2, 9))
     w = np.array([1.0, -1.0, 0.0])
     np.testing.assert_allclose(net.input_gradient(X, w, backend=BE),
                                net.input_gradient(X, np.tile(w, (2, 1)), backend=BE))
@@ -117,7 +112,7 @@ def test_multiclass_gradient_needs_weights():
 @SETTINGS
 @given(seed=seeds, K=st.integers(2, 5), N=st.integers(1, 4))
 def test_pair_is_difference_of_logits(seed, K, N):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     net = _net(rng, 5, 3, 3, K)
     i, y = (int(a) for a in rng.choice(K, size=2, replace=False))
     X = rng.normal(size=(N, 3, 3))
@@ -132,17 +127,17 @@ def test_pair_is_difference_of_logits(seed, K, N):
 
 
 def test_pair_errors():
-    net = _net(_rng(0), K=3)
+    net = _net(np.random.default_rng(0), K=3)
     with pytest.raises(ValueError, match="differ"):
         net.pair(1, 1)
     with pytest.raises(ValueError, match="out of range"):
         net.pair(3, 0)
     with pytest.raises(ValueError, match="multi-class"):
-        _net(_rng(0)).pair(0, 1)
+        _net(np.random.default_rng(0)).pair(0, 1)
 
 
 def test_shapes_and_repr():
-    net = _net(_rng(0), m=4, H=2, W=5, K=3)
+    net = _net(np.random.default_rng(0), m=4, H=2, W=5, K=3)
     assert (net.m, net.d, net.n_classes, net.image_shape, net.binary) == (4, 10, 3, (2, 5), False)
     assert "m=4" in repr(net) and "3 classes" in repr(net)
     b = OneHiddenLayerNet(np.ones((2, 4)), np.ones(2))
@@ -151,7 +146,7 @@ def test_shapes_and_repr():
 
 @pytest.mark.parametrize("K", [None, 3])
 def test_save_load_round_trip(tmp_path, K, monkeypatch):
-    rng = _rng(3)
+    rng = np.random.default_rng(3)
     net = _net(rng, 5, 2, 3, K)
     path = tmp_path / "net.npz"
 
@@ -178,11 +173,11 @@ def test_save_load_round_trip(tmp_path, K, monkeypatch):
 
 def test_save_rejects_object_metadata(tmp_path):
     with pytest.raises(TypeError, match="metadata"):
-        _net(_rng(0)).save(tmp_path / "x.npz", bad={"a": 1})
+        _net(np.random.default_rng(0)).save(tmp_path / "x.npz", bad={"a": 1})
 
 
 def test_load_foreign_npz_with_only_W_and_v(tmp_path):
-    rng = _rng(4)
+    rng = np.random.default_rng(4)
     W, v = rng.normal(size=(3, 16)), rng.normal(size=3)
     np.savez(tmp_path / "f.npz", W=W, v=v)
     net = OneHiddenLayerNet.load(tmp_path / "f.npz")
@@ -191,7 +186,7 @@ def test_load_foreign_npz_with_only_W_and_v(tmp_path):
 
 
 def _malformed(tmp_path):
-    rng = _rng(5)
+    rng = np.random.default_rng(5)
     W, v = rng.normal(size=(3, 16)), rng.normal(size=3)
     cases = {}
     p = tmp_path / "missing_v.npz"
@@ -274,7 +269,7 @@ def test_constructor_validation(kwargs, match):
 
 
 def test_forward_input_validation():
-    net = _net(_rng(0), 4, 3, 3)
+    net = _net(np.random.default_rng(0), 4, 3, 3)
     with pytest.raises(ValueError, match="X"):
         net(np.ones((2, 8)), backend=BE)
     with pytest.raises(ValueError, match="X"):
@@ -286,7 +281,7 @@ def test_forward_input_validation():
 
 
 def test_save_writes_exactly_the_given_path(tmp_path):
-    net = _net(_rng(6))
+    net = _net(np.random.default_rng(6))
     net.save(tmp_path / "model")  # no suffix: numpy alone would write model.npz
     assert (tmp_path / "model").is_file() and not (tmp_path / "model.npz").exists()
     np.testing.assert_array_equal(OneHiddenLayerNet.load(tmp_path / "model").W, net.W)

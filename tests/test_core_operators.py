@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+from conftest import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -18,14 +19,8 @@ from stadv_ref import (
 )
 from stadv_ref.operators import M_POWERS
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 BE = "numpy"
-seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 6)
-
-
-def _rng(seed):
-    return np.random.default_rng(seed)
 
 
 def _explicit_power(H, W, p):
@@ -62,7 +57,7 @@ def test_dense_power_matches_explicit_sqrtm_and_inverse(k, H, W):
 @example(seed=0, N=1, H=1, W=6, untied=False)
 @example(seed=0, N=2, H=6, W=1, untied=True)
 def test_m_power_matches_dense(k, seed, N, H, W, untied):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     shape = (N, 2, H, W) if untied else (N, H, W)
     f = rng.normal(size=shape)
     got = m_power(f, k, backend=BE)
@@ -76,7 +71,7 @@ def test_m_power_matches_dense(k, seed, N, H, W, untied):
 @given(seed=seeds, H=sizes, W=sizes, k=st.sampled_from(M_POWERS))
 def test_m_powers_are_symmetric_adjoint_test(seed, H, W, k):
     """M^k is symmetric: <M^k a, b> = <a, M^k b> ([E4]: M^-1 = M^-T)."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     a, b = rng.normal(size=(2, 1, H, W))
     lhs = np.vdot(m_power(a, k, backend=BE), b)
     rhs = np.vdot(a, m_power(b, k, backend=BE))
@@ -87,7 +82,7 @@ def test_m_powers_are_symmetric_adjoint_test(seed, H, W, k):
 @given(seed=seeds, N=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 12))
 def test_m_power_algebra(seed, N, H, W):
     """M M = L (the sparse L), M^-1 M = I, L^-1 L = I, M^2 M^-2 = I, (M^2)^2 = M^4."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     f = rng.normal(size=(N, H, W))
     L = smoothness_matrix(H, W)
     Lf = np.stack([(L @ fi.ravel()).reshape(H, W) for fi in f])
@@ -104,7 +99,7 @@ def test_m_power_algebra(seed, N, H, W):
 @SETTINGS
 @given(seed=seeds, N=st.integers(1, 3), H=sizes, W=sizes)
 def test_smoothness_norm_squared_is_quadratic_form(seed, N, H, W):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     L = smoothness_matrix(H, W)
     q = lambda a: a.ravel() @ (L @ a.ravel())  # noqa: E731
     r = rng.normal(size=(N, H, W))
@@ -134,7 +129,7 @@ def test_aabb_radii_match_direct_computation(H, W, eps):
 def test_aabb_box_is_attained_and_contains_the_ellipsoid(H, W, eps, seed):
     """r = eps L^-1 e_i / sqrt((L^-1)_ii) has ||M r|| = eps and r_i = eps lambda_i;
     every r with ||M r|| = eps satisfies |r_j| <= eps lambda_j."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     lam = aabb_radii(H, W)
     i = (int(rng.integers(H)), int(rng.integers(W)))
     e = np.zeros((1, H, W))
@@ -151,7 +146,7 @@ def test_aabb_box_is_attained_and_contains_the_ellipsoid(H, W, eps, seed):
 
 def test_m_power_224x224():
     """The fast operator handles 224x224 (d = 50176) without a dense d x d matrix."""
-    f = _rng(0).normal(size=(2, 224, 224))
+    f = np.random.default_rng(0).normal(size=(2, 224, 224))
     back = m_power(m_power(f, 1, backend=BE), -1, backend=BE)
     np.testing.assert_allclose(back, f, atol=1e-9)
     lam = aabb_radii(224, 224)
@@ -163,7 +158,7 @@ def test_m_power_224x224():
 
 
 def test_operator_float32_stays_float32():
-    f = _rng(1).normal(size=(2, 5, 7)).astype(np.float32)
+    f = np.random.default_rng(1).normal(size=(2, 5, 7)).astype(np.float32)
     for k in M_POWERS:
         out = m_power(f, k, backend=BE)
         assert out.dtype == np.float32
@@ -173,7 +168,7 @@ def test_operator_float32_stays_float32():
 def test_smoothness_operator_is_cached_and_matches_class():
     assert smoothness_operator(5, 7) is smoothness_operator(5, 7)
     op = SmoothnessOperator(5, 7)
-    f = _rng(2).normal(size=(5, 7))
+    f = np.random.default_rng(2).normal(size=(5, 7))
     np.testing.assert_allclose(op.apply(f, 0.5), m_power(f[None], 1, backend=BE)[0], atol=1e-12)
     np.testing.assert_allclose(op.diag(1.0), np.diag(smoothness_matrix(5, 7).toarray()).reshape(5, 7),
                                atol=1e-12)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
+from conftest import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -19,16 +20,10 @@ from stadv_ref import (
 )
 from stadv_ref.smoothness import path_matrix
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 BE = "numpy"
-seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 8)
 NEIGHBORHOODS = ("4", "diagonal", "8")
 FLOW_PADDINGS = ("zeros", "symmetric")
-
-
-def _rng(seed):
-    return np.random.default_rng(seed)
 
 
 # ---------------------------------------------------------------------------
@@ -132,7 +127,7 @@ def _tv_double_loop(flow):
 @example(seed=2, N=1, H=1, W=1)
 def test_proposition_1_tied(seed, N, H, W):
     """flow_tv(tied(r)) = 2 r^T L r (Proposition 1, [E2])."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     r = rng.normal(size=(N, H, W))
     L = smoothness_matrix(H, W)
     want = np.array([2 * ri.ravel() @ (L @ ri.ravel()) for ri in r])
@@ -146,7 +141,7 @@ def test_proposition_1_tied(seed, N, H, W):
 @example(seed=0, N=1, H=1, W=5)
 @example(seed=0, N=1, H=5, W=1)
 def test_flow_tv_untied_quadratic_form_and_double_loop(seed, N, H, W):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     flow = rng.normal(size=(N, 2, H, W))
     L = smoothness_matrix(H, W)
     q = lambda f: f.ravel() @ (L @ f.ravel())  # noqa: E731
@@ -160,7 +155,7 @@ def test_flow_tv_untied_quadratic_form_and_double_loop(seed, N, H, W):
 @SETTINGS
 @given(seed=seeds, N=st.integers(1, 3), H=sizes, W=sizes)
 def test_flow_tv_grad_matches_finite_differences(seed, N, H, W):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     flow = rng.normal(size=(N, 2, H, W))
     g = flow_tv_grad(flow, backend=BE)
     assert g.shape == flow.shape
@@ -175,7 +170,7 @@ def test_flow_tv_grad_matches_finite_differences(seed, N, H, W):
 
 
 def test_flow_tv_float32():
-    flow = _rng(0).normal(size=(2, 2, 5, 6)).astype(np.float32)
+    flow = np.random.default_rng(0).normal(size=(2, 2, 5, 6)).astype(np.float32)
     assert flow_tv(flow, backend=BE).dtype == np.float32
     assert flow_tv_grad(flow, backend=BE).dtype == np.float32
     np.testing.assert_allclose(flow_tv(flow, backend=BE), flow_tv(flow.astype(np.float64), backend=BE),
@@ -220,7 +215,7 @@ def _stadv_double_loop(flow, eps, neighborhood, padding):
        neighborhood=st.sampled_from(NEIGHBORHOODS), padding=st.sampled_from(FLOW_PADDINGS),
        eps=st.sampled_from([1e-8, 1e-3, 1.0]))
 def test_stadv_flow_loss_value_matches_double_loop(seed, N, H, W, neighborhood, padding, eps):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     flow = rng.normal(size=(N, 2, H, W))
     values, grad = stadv_flow_loss(flow, eps, neighborhood, padding, backend=BE)
     assert values.shape == (N,) and grad.shape == flow.shape
@@ -233,7 +228,7 @@ def test_stadv_flow_loss_value_matches_double_loop(seed, N, H, W, neighborhood, 
 @given(seed=seeds, N=st.integers(1, 2), H=st.integers(1, 6), W=st.integers(1, 6),
        eps=st.sampled_from([1e-8, 1e-2]))
 def test_stadv_flow_loss_gradient_matches_finite_differences(neighborhood, padding, seed, N, H, W, eps):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     flow = rng.normal(size=(N, 2, H, W))
     _, grad = stadv_flow_loss(flow, eps, neighborhood, padding, backend=BE)
     h = 1e-6
@@ -258,6 +253,6 @@ def test_stadv_flow_loss_default_is_paper_text_and_zero_flow():
     values, grad = stadv_flow_loss(np.zeros((1, 2, H, W)), backend=BE)
     assert values[0] == pytest.approx(4 * H * W * 1e-4)
     np.testing.assert_array_equal(grad, 0.0)
-    flow = _rng(1).normal(size=(1, 2, H, W))
+    flow = np.random.default_rng(1).normal(size=(1, 2, H, W))
     np.testing.assert_allclose(stadv_flow_loss(flow, backend=BE)[0],
                                _stadv_double_loop(flow, 1e-8, "4", "zeros"), rtol=1e-12)

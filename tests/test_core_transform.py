@@ -8,22 +8,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from hypothesis import example, given, settings
+from conftest import SETTINGS, seeds
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import stadv_ref
 from stadv_ref import tied, tied_jacobian_diag, warp, warp_matrix, warp_vjp_flow, warp_vjp_x
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 PADDINGS = ("zeros", "border")
 BE = "numpy"
 
-seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 7)
-
-
-def _rng(seed):
-    return np.random.default_rng(seed)
 
 
 def _flow(rng, N, H, W, scale=2.5, integer=False):
@@ -53,7 +48,7 @@ def _nchw_property(n_max=3, c_max=3, **more):
 
 def _images_and_flow(seed, N, C, H, W, make_flow=_flow, **flow_kw):
     """``(rng, x, flow)``: x normal of shape (N, C, H, W), then ``make_flow(rng, N, H, W, **flow_kw)``."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, C, H, W))
     return rng, x, make_flow(rng, N, H, W, **flow_kw)
 
@@ -105,7 +100,7 @@ def _scipy_warp(x, flow, padding):
 # ---------------------------------------------------------------------------
 @_nchw_property(channels=st.booleans())
 def test_zero_flow_is_identity(seed, N, C, H, W, padding, channels):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, C, H, W) if channels else (N, H, W))
     out = warp(x, np.zeros((N, 2, H, W)), padding, backend=BE)
     assert out.shape == x.shape
@@ -115,7 +110,7 @@ def test_zero_flow_is_identity(seed, N, C, H, W, padding, channels):
 @_nchw_property()
 def test_integer_flow_is_a_shift(seed, N, C, H, W, padding):
     """A flow of integer (dr, dc) everywhere samples x[row+dr, col+dc] (0 or clipped outside)."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, C, H, W))
     dr, dc = (int(v) for v in rng.integers(-2, 3, size=2))
     flow = np.zeros((N, 2, H, W))
@@ -133,7 +128,7 @@ def test_integer_flow_is_a_shift(seed, N, C, H, W, padding):
 
 @_nchw_property(a=st.floats(-3, 3), b=st.floats(-3, 3))
 def test_warp_is_linear_in_x(seed, N, C, H, W, padding, a, b):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x, y = rng.normal(size=(2, N, C, H, W))
     flow = _flow(rng, N, H, W)
     lhs = warp(a * x + b * y, flow, padding, backend=BE)
@@ -166,7 +161,7 @@ def test_channels_warp_independently(seed, N, C, H, W, padding):
 @given(seed=seeds, H=sizes, W=sizes, padding=st.sampled_from(PADDINGS),
        flow32=st.booleans(), channels=st.booleans())
 def test_float32_in_float32_out(seed, H, W, padding, flow32, channels):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x64 = rng.uniform(size=(2, 2, H, W) if channels else (2, H, W))
     flow64 = _flow(rng, 2, H, W)
     x32 = x64.astype(np.float32)
@@ -195,7 +190,7 @@ def test_integer_images_become_float64():
 @given(seed=seeds, H=sizes, W=sizes, padding=st.sampled_from(PADDINGS),
        integer=st.booleans())
 def test_warp_matrix_agrees_with_warp(seed, H, W, padding, integer):
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(H, W))
     flow = _flow(rng, 1, H, W, integer=integer)[0]
     G = warp_matrix(flow, padding)
@@ -218,7 +213,7 @@ def test_warp_matrix_agrees_with_warp(seed, H, W, padding, integer):
 @_nchw_property(integer=st.booleans())
 def test_warp_vjp_x_dot_product_test(seed, N, C, H, W, padding, integer):
     """<G x, y> = <x, G^T y> (adjoint test), and G^T y equals the sparse matrix transpose."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x, y = rng.normal(size=(2, N, C, H, W))
     flow = _flow(rng, N, H, W, integer=integer)
     Gx = warp(x, flow, padding, backend=BE)
@@ -268,7 +263,7 @@ def test_subgradient_convention_right_derivative_at_integers(seed, N, C, H, W, p
 
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_gradient_at_zero_flow_is_forward_image_difference(padding):
-    rng = _rng(7)
+    rng = np.random.default_rng(7)
     H, W = 4, 5
     x = rng.normal(size=(1, H, W))
     g = warp_vjp_flow(x, np.zeros((1, 2, H, W)), np.ones((1, H, W)), padding, backend=BE)[0]
@@ -291,7 +286,7 @@ def test_border_padding_gradient_vanishes_where_clipped(seed, N, C, H, W, paddin
 # Tied flows and the diagonal Jacobian Dg ([E6], [E7])
 # ---------------------------------------------------------------------------
 def test_tied_stacks_r_twice():
-    r = _rng(0).normal(size=(3, 4, 5))
+    r = np.random.default_rng(0).normal(size=(3, 4, 5))
     f = tied(r)
     assert f.shape == (3, 2, 4, 5)
     np.testing.assert_array_equal(f[:, 0], r)
@@ -301,7 +296,7 @@ def test_tied_stacks_r_twice():
 @_nchw_property(n_max=2, c_max=2, channels=st.booleans())
 def test_tied_jacobian_diag_matches_finite_differences(seed, N, C, H, W, padding, channels):
     """"correct" = d/dr warp(x, tied(r)) (diagonal); "paper" = the du term alone ([E6])."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(N, C, H, W) if channels else (N, H, W))
     r = _fractional_flow(rng, N, H, W)[:, 0]
     h = 1e-6
@@ -326,7 +321,7 @@ def test_tied_jacobian_diag_matches_finite_differences(seed, N, C, H, W, padding
        integer=st.booleans())
 def test_tied_jacobian_bounded_by_2_on_unit_box(seed, H, W, padding, integer):
     """[E7]: |dg_i/dr_i| <= 2 for x in [0, 1]^d, and <= 4 for ||x||_inf <= 1."""
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     r = _flow(rng, 3, H, W, integer=integer)[:, 0]
     x01 = rng.choice([0.0, 1.0, 0.5], size=(3, H, W)) if integer else rng.uniform(size=(3, H, W))
     assert np.abs(tied_jacobian_diag(x01, r, padding, backend=BE)).max() <= 2 + 1e-12
