@@ -104,10 +104,24 @@ def _box_max(net, i, j):
     the dual variables.
     """
     lam = np.asarray(stadv_ref.aabb_radii(H, W)).reshape(-1)
-    A = (net.V[i] - net.V[j])[:, None] * net.W * lam
+    return _brute_box_max((net.V[i] - net.V[j])[:, None] * net.W * lam)
+
+
+def _brute_box_max(A):
+    """``max_{s in {-1,1}^m, t in {-1,1}^d} 2 s^T A t = 2 max_s ||A^T s||_1``, brute force over all s."""
     m = A.shape[0]
     s = np.array(np.meshgrid(*[[-1.0, 1.0]] * m)).reshape(m, -1).T
     return 2 * np.abs(s @ A).sum(axis=1).max()
+
+
+def _sdp_dual_case(seed, m, d, c_lo, c_hi):
+    """A random layer ``Wl`` (m, d), output weights ``dv`` (m,), dual point ``c`` ~ U(c_lo, c_hi)^(m+d),
+    the training's dual ``training._sdp_dual`` there (tol 1e-14), and the generator for further draws."""
+    rng = np.random.default_rng(seed)
+    Wl = rng.standard_normal((m, d))
+    dv = rng.standard_normal(m)
+    c = rng.uniform(c_lo, c_hi, m + d)
+    return rng, Wl, dv, c, training._sdp_dual(Wl, dv, c, tol=1e-14)
 
 
 def test_sdp_lowers_the_dual_bound_and_stays_sound(data):
@@ -133,12 +147,8 @@ def test_sdp_lowers_the_dual_bound_and_stays_sound(data):
 
 
 def test_sdp_dual_gradient_matches_finite_differences():
-    rng = np.random.default_rng(0)
     m, d = 6, 9
-    Wl = rng.standard_normal((m, d))
-    dv = rng.standard_normal(m)
-    c = rng.uniform(-0.2, 0.5, m + d)
-    bound, (a, b, sc), dc, _, lam = training._sdp_dual(Wl, dv, c, tol=1e-14)
+    rng, Wl, dv, c, (bound, (a, b, sc), dc, _, lam) = _sdp_dual_case(0, m, d, -0.2, 0.5)
     assert lam > 0  # the lambda_max term is active, so every gradient is non-trivial
     gA = sc * np.outer(a, b)  # d bound / d A, A = diag(dv) Wl
     h = 1e-6
@@ -152,20 +162,14 @@ def test_sdp_dual_gradient_matches_finite_differences():
               - training._sdp_dual(Wl, dv, c - h * ddc, tol=1e-14)[0]) / (2 * h)
         np.testing.assert_allclose(dc @ ddc, fd, rtol=1e-5)
     # the bound dominates the exact box maximum 2 max s^T A t (brute force over s)
-    A = dv[:, None] * Wl
-    s = np.array(np.meshgrid(*[[-1, 1]] * m)).reshape(m, -1).T
-    assert bound >= 2 * np.abs(s @ A).sum(axis=1).max() - 1e-9
+    assert bound >= _brute_box_max(dv[:, None] * Wl) - 1e-9
 
 
 def test_sdp_dual_matches_the_sdp_module():
     """The training's warm-started ARPACK dual equals stadv_ref.sdp.dual_bound_and_grad (dense eigh)."""
     sdp = pytest.importorskip("stadv_ref.sdp")
-    rng = np.random.default_rng(2)
     m, d = 7, 12
-    Wl = rng.standard_normal((m, d))
-    dv = rng.standard_normal(m)
-    c = rng.uniform(-0.1, 0.4, m + d)
-    bound, (a, b, sc), dc, _, _ = training._sdp_dual(Wl, dv, c, tol=1e-14)
+    _, Wl, dv, c, (bound, (a, b, sc), dc, _, _) = _sdp_dual_case(2, m, d, -0.1, 0.4)
     value, gA, gc = sdp.dual_bound_and_grad(dv[:, None] * Wl, c)
     np.testing.assert_allclose(bound, value, rtol=1e-10)
     np.testing.assert_allclose(sc * np.outer(a, b), gA, rtol=1e-7, atol=1e-9)
