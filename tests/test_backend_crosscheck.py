@@ -105,6 +105,32 @@ def _be(name):
     return stadv_ref.get_backend(name)
 
 
+def _fused_backend(name):
+    """The backend, or a skip when it has no optional fused ``warp_vjp_both``."""
+    be = _be(name)
+    if not hasattr(be, "warp_vjp_both"):
+        pytest.skip(f"backend {name!r} has no fused warp_vjp_both")
+    return be
+
+
+def _warp_property(test):
+    """``SETTINGS`` and ``given`` over ``case=warp_case()`` and ``padding``; ``backend`` stays a parameter."""
+    return SETTINGS(given(case=warp_case(), padding=paddings)(test))
+
+
+def _assert_vjp_x_close(be, gx, flow, g, padding):
+    """``gx`` equals the reference ``warp_vjp_x``; an entry sums at most all |g| of its plane."""
+    scale = max(1.0, float(np.abs(g).sum(axis=(2, 3)).max()))
+    assert_backend_close(gx, REF.warp_vjp_x(flow, g, padding), be, scale=scale)
+
+
+def _assert_vjp_flow_close(be, gflow, x, flow, g, padding):
+    """``gflow`` equals the reference ``warp_vjp_flow``; an entry sums 4 C terms |g| |x|."""
+    C = x.shape[1]
+    scale = max(1.0, 4 * C * float(np.abs(g).max() * np.abs(x).max()))
+    assert_backend_close(gflow, REF.warp_vjp_flow(x, flow, g, padding), be, scale=scale)
+
+
 def test_backend_implements_interface(backend):
     be = _be(backend)
     missing = [k for k in KERNELS + ("name", "xp") if not hasattr(be, k)]
@@ -115,8 +141,7 @@ def test_backend_implements_interface(backend):
 # ---------------------------------------------------------------------------
 # Eq. (1)
 # ---------------------------------------------------------------------------
-@SETTINGS
-@given(case=warp_case(), padding=paddings)
+@_warp_property
 def test_warp(backend, case, padding):
     be = _be(backend)
     x, flow, _ = case
@@ -125,55 +150,36 @@ def test_warp(backend, case, padding):
     assert_backend_close(out, REF.warp(x, flow, padding), be, scale=max(1.0, np.abs(x).max()))
 
 
-@SETTINGS
-@given(case=warp_case(), padding=paddings)
+@_warp_property
 def test_warp_vjp_x(backend, case, padding):
     be = _be(backend)
     _, flow, g = case
-    out = be.warp_vjp_x(be.asarray(flow), be.asarray(g), padding)
-    # an entry sums at most all |g| of its plane
-    scale = max(1.0, float(np.abs(g).sum(axis=(2, 3)).max()))
-    assert_backend_close(out, REF.warp_vjp_x(flow, g, padding), be, scale=scale)
+    _assert_vjp_x_close(be, be.warp_vjp_x(be.asarray(flow), be.asarray(g), padding), flow, g, padding)
 
 
-@SETTINGS
-@given(case=warp_case(), padding=paddings)
+@_warp_property
 def test_warp_vjp_flow(backend, case, padding):
     be = _be(backend)
     x, flow, g = case
     out = be.warp_vjp_flow(be.asarray(x), be.asarray(flow), be.asarray(g), padding)
-    C = x.shape[1]
-    scale = max(1.0, 4 * C * float(np.abs(g).max() * np.abs(x).max()))
-    assert_backend_close(out, REF.warp_vjp_flow(x, flow, g, padding), be, scale=scale)
+    _assert_vjp_flow_close(be, out, x, flow, g, padding)
 
 
-@SETTINGS
-@given(case=warp_case(), padding=paddings)
+@_warp_property
 def test_warp_vjp_both(backend, case, padding):
     """The optional fused kernel equals the two interface VJPs."""
-    be = _be(backend)
-    if not hasattr(be, "warp_vjp_both"):
-        pytest.skip(f"backend {backend!r} has no fused warp_vjp_both")
+    be = _fused_backend(backend)
     x, flow, g = case
     gx, gflow = be.warp_vjp_both(be.asarray(x), be.asarray(flow), be.asarray(g), padding)
-    C = x.shape[1]
-    assert_backend_close(
-        gx, REF.warp_vjp_x(flow, g, padding), be,
-        scale=max(1.0, float(np.abs(g).sum(axis=(2, 3)).max())),
-    )
-    assert_backend_close(
-        gflow, REF.warp_vjp_flow(x, flow, g, padding), be,
-        scale=max(1.0, 4 * C * float(np.abs(g).max() * np.abs(x).max())),
-    )
+    _assert_vjp_x_close(be, gx, flow, g, padding)
+    _assert_vjp_flow_close(be, gflow, x, flow, g, padding)
 
 
 def test_warp_vjp_both_channel_paths(backend):
     """The fused kernel's per-channel code paths (numba: pixel-major paths for C == 1 and 3),
     on enough images that every thread gets several (the path used for large batches,
     with software prefetch of the images ahead)."""
-    be = _be(backend)
-    if not hasattr(be, "warp_vjp_both"):
-        pytest.skip(f"backend {backend!r} has no fused warp_vjp_both")
+    be = _fused_backend(backend)
     N, H, W = 40, 5, 7
     for C, dtype, padding in itertools.product([1, 2, 3, 4], [np.float32, np.float64], ["zeros", "border"]):
         rng = np.random.default_rng(C)
