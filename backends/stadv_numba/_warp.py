@@ -201,18 +201,30 @@ def _dflow_scatter(XP, A, c, gf, q0, k0, L, KB, Wt, Wp, outf, n, first):
 
 
 @njit(**_INL)
-def _both_one(XP, A, c, gf, p, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7):
-    """One channel of :func:`_dflow_rgb` at one pixel: scatter ``g w`` into ``A[c]``, return ``(su, sv)``."""
-    x00 = XP[c, q]
-    x01 = XP[c, q + 1]
-    x10 = XP[c, q + Wp]
-    x11 = XP[c, q + Wp + 1]
+def _both_one(XP, A, c, gf, p, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7):
+    """One channel of :func:`_dflow_scatter_rgb` at one pixel: scatter ``g w`` into ``A[c]``, return ``(su, sv)``.
+
+    ``q0..q3`` are the (unsigned) offsets of the corners 00, 01, 10, 11.
+    """
+    x00 = XP[c, q0]
+    x01 = XP[c, q1]
+    x10 = XP[c, q2]
+    x11 = XP[c, q3]
     g = gf[p, k]
-    A[c, q] += g * w0
-    A[c, q + 1] += g * w1
-    A[c, q + Wp] += g * w2
-    A[c, q + Wp + 1] += g * w3
+    A[c, q0] += g * w0
+    A[c, q1] += g * w1
+    A[c, q2] += g * w2
+    A[c, q3] += g * w3
     return g * (d4 * (x01 - x00) + d5 * (x11 - x10)), g * (d6 * (x10 - x00) + d7 * (x11 - x01))
+
+
+@njit(**_INL)
+def _corners(KB, j, Wp):
+    """Unsigned offsets of the corners 00, 01, 10, 11 of pixel ``j`` (no negative-index code)."""
+    q0 = np.uint64(KB[j])
+    one = np.uint64(1)
+    q2 = q0 + np.uint64(Wp)
+    return q0, q0 + one, q2, q2 + one
 
 
 @njit(**_INL)
@@ -231,10 +243,10 @@ def _pixel_weights(Wt, j, one, frac):
 def _dflow_scatter_gray(XP, A, gf, p, k0, L, KB, Wt, Wp, outf, n, one, frac):
     """:func:`_dflow_scatter` of a one-channel image, pixel-major (weights from :func:`_pixel_weights`)."""
     for j in range(L):
-        q = np.uint64(np.int64(KB[j]))
+        q0, q1, q2, q3 = _corners(KB, j, Wp)
         k = np.uint64(k0 + j)
         w0, w1, w2, w3, d4, d5, d6, d7 = _pixel_weights(Wt, j, one, frac)
-        a0, b0 = _both_one(XP, A, 0, gf, p, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
+        a0, b0 = _both_one(XP, A, 0, gf, p, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
         outf[n, 0, k] = a0
         outf[n, 1, k] = b0
 
@@ -249,12 +261,12 @@ def _dflow_scatter_rgb(XP, A, gf, p0, k0, L, KB, Wt, Wp, outf, n, one, frac):
     channel passes on 3x224x224 images.
     """
     for j in range(L):
-        q = np.uint64(np.int64(KB[j]))
+        q0, q1, q2, q3 = _corners(KB, j, Wp)
         k = np.uint64(k0 + j)
         w0, w1, w2, w3, d4, d5, d6, d7 = _pixel_weights(Wt, j, one, frac)
-        a0, b0 = _both_one(XP, A, 0, gf, p0, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
-        a1, b1 = _both_one(XP, A, 1, gf, p0 + 1, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
-        a2, b2 = _both_one(XP, A, 2, gf, p0 + 2, k, q, Wp, w0, w1, w2, w3, d4, d5, d6, d7)
+        a0, b0 = _both_one(XP, A, 0, gf, p0, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
+        a1, b1 = _both_one(XP, A, 1, gf, p0 + 1, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
+        a2, b2 = _both_one(XP, A, 2, gf, p0 + 2, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
         outf[n, 0, k] = (a0 + a1) + a2
         outf[n, 1, k] = (b0 + b1) + b2
 
