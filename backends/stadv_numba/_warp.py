@@ -34,6 +34,15 @@ Numba's alias analysis marks the parallel body's arrays ``noalias``; and flat
 indices are unsigned, so no negative-index wraparound code blocks contiguous
 vector loads and stores.
 
+Fused backward (:func:`warp_vjp_both_kernel`, parallel over images so the
+scatter is race-free). One- and three-channel images take pixel-major loops
+(:func:`_dflow_scatter_gray`, :func:`_dflow_scatter_rgb`): the corner offsets
+(unsigned, :func:`_corners`) and the eight weights are formed once per pixel
+for all channels -- with zero padding from ``fc, fr`` alone (``FRAC``) -- and
+the flow gradient is summed over channels in registers in the reference's
+order; other channel counts take one pass per channel. Results are
+bit-identical to the reference's float operations.
+
 Batches of small images: the kernels that walk images in order request the
 cache lines of the image ``AHEAD`` positions later (:mod:`._prefetch`).
 """
@@ -56,8 +65,8 @@ RING = 2
 #   0..3  bilinear weights of the corners 00, 01, 10, 11 (row offset, column offset)
 #   4..7  derivative factors (1-fr) okc, fr okc, (1-fc) okr, fc okr (mode DERIV)
 # or, in mode FRAC (zero padding only), rows 0, 1 = the fractional parts fc, fr, from
-# which the pixel loop recomputes all eight in registers (same roundings): the scalar
-# backward loops are bound by loads, and 2 loads + 6 flops beat 8 loads.
+# which the pixel loop recomputes all eight in registers (same roundings): in the scalar
+# backward loops 2 loads + 6 flops measured faster than 8 loads.
 _NW = 8
 WEIGHTS, DERIV, FRAC = 0, 1, 2
 
