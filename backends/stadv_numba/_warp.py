@@ -40,8 +40,7 @@ scatter is race-free). One- and three-channel images take pixel-major loops
 (unsigned, :func:`_corners`) and the eight weights are formed once per pixel
 for all channels -- with zero padding from ``fc, fr`` alone (``FRAC``) -- and
 the flow gradient is summed over channels in registers in the reference's
-order; other channel counts take one pass per channel. Results are
-bit-identical to the reference's float operations.
+order; other channel counts take one pass per channel.
 
 Batches of small images: the kernels that walk images in order request the
 cache lines of the image ``AHEAD`` positions later (:mod:`._prefetch`).
