@@ -104,17 +104,6 @@ def torch_median(fn, repeats=10, warmup=2):
     return statistics.median(times), times
 
 
-def wall_median(fn, repeats=3):
-    """Median wall time (s) of ``fn()`` after one warm-up (for host-driven algorithms)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
 # ---------------------------------------------------------------------------
 # Device
 # ---------------------------------------------------------------------------

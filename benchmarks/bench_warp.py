@@ -67,10 +67,10 @@ def _copy_fn(nbytes=COPY_BYTES):
     return lambda: np.copyto(b, a)
 
 
-def copy_bandwidth(repeats, nbytes=COPY_BYTES):
-    """Samples of the GB/s of ``np.copyto`` on a large float32 array, counting read + write."""
-    _, times = _median_time(_copy_fn(nbytes), repeats)
-    return [2 * nbytes / t / 1e9 for t in times]
+def copy_bandwidth(copy_fn, repeats):
+    """Samples of the GB/s of ``copy_fn`` (from :func:`_copy_fn`), counting read + write."""
+    _, times = _median_time(copy_fn, repeats)
+    return [2 * COPY_BYTES / t / 1e9 for t in times]
 
 
 def _scipy_warp(x, flow):
@@ -210,7 +210,7 @@ def bench_case(name, shape, dtype, repeats, threads, rng, flow_kind="normal", wi
     slow = [key for key in methods if key not in fast]
     for key in fast:
         methods[key]()  # warm-up (compilation from cache, allocator)
-    copy_times = _median_time(copy_fn, max(5, repeats // 3))[1] if copy_fn is not None else None
+    copy_bw = copy_bandwidth(copy_fn, max(5, repeats // 3)) if copy_fn is not None else None
     samples = {key: [] for key in fast}
     cpu = {key: [] for key in fast}  # process CPU time (all threads): robust to a busy machine
     for _ in range(repeats):
@@ -223,7 +223,7 @@ def bench_case(name, shape, dtype, repeats, threads, rng, flow_kind="normal", wi
     for key in slow:
         samples[key] = _median_time(methods[key], max(3, repeats // 5))[1]
     if copy_fn is not None:
-        copy_times += _median_time(copy_fn, max(5, repeats // 3))[1]
+        copy_bw += copy_bandwidth(copy_fn, max(5, repeats // 3))
     for (lib, op), ts in samples.items():
         med = statistics.median(ts)
         times.setdefault(lib, {})[op] = {"median_s": med, "min_s": min(ts), "runs": len(ts)}
@@ -248,13 +248,11 @@ def bench_case(name, shape, dtype, repeats, threads, rng, flow_kind="normal", wi
         if "torch" in times
     }
     result["effective_GBps"] = {op: bytes_moved[op] / times["numba"][op]["median_s"] / 1e9 for op in bytes_moved}
-    if copy_times is not None:
-        bw = [2 * COPY_BYTES / t / 1e9 for t in copy_times]
-        result["copy_bandwidth_GBps"] = {"median": statistics.median(bw), "best": max(bw)}
-        result["fraction_of_copy_bw"] = {
-            op: result["effective_GBps"][op] / result["copy_bandwidth_GBps"]["median"] for op in bytes_moved
-        }
-        log(f"  {name:9s} copy {statistics.median(bw):.1f} GB/s (best {max(bw):.1f}) before and after")
+    if copy_bw is not None:
+        bw = {"median": statistics.median(copy_bw), "best": max(copy_bw)}
+        result["copy_bandwidth_GBps"] = bw
+        result["fraction_of_copy_bw"] = {op: result["effective_GBps"][op] / bw["median"] for op in bytes_moved}
+        log(f"  {name:9s} copy {bw['median']:.1f} GB/s (best {bw['best']:.1f}) before and after")
     result["bytes_moved"] = bytes_moved
     result["torch_version"] = torch_version
     return result
@@ -345,7 +343,8 @@ def main(argv=None):
     }
     res["env"] = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")}
     copy_fn = _copy_fn()
-    print(f"copy bandwidth {statistics.median(copy_bandwidth(5)):.1f} GB/s (start), {threads} threads", flush=True)
+    print(f"copy bandwidth {statistics.median(copy_bandwidth(copy_fn, 5)):.1f} GB/s (start), {threads} threads",
+          flush=True)
     res["cases"] = {}
     for flow_kind in args.flows:
         for name, shape in cases.items():
