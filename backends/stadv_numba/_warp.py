@@ -273,6 +273,20 @@ def _dflow_scatter_px(XP, A, gf, p0, k0, L, KB, Wt, Wp, outf, n, one, frac, rgb)
 
 
 @njit(**_INL)
+def _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, outf, one, frac):
+    """Both VJPs of one pixel block of image ``n``: :func:`_dflow_scatter_px` for one or
+    three channels, else one :func:`_dflow_scatter` pass per channel (``Wt`` in mode
+    ``DERIV``; ``frac``, a constant at each call site, only with one or three channels)."""
+    if C == 3:
+        _dflow_scatter_px(XP, A, gf, n * C, k0, L, KB, Wt, Wp, outf, n, one, frac, True)
+    elif C == 1:
+        _dflow_scatter_px(XP, A, gf, n, k0, L, KB, Wt, Wp, outf, n, one, frac, False)
+    else:
+        for c in range(C):
+            _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, outf, n, c == 0)
+
+
+@njit(**_INL)
 def _store_image(A, n, C, H, W, gxf):
     """``gxf[n*C + c]`` = interior of the padded accumulator ``A[c]`` (the ring is dropped)."""
     Wp = W + 2 * RING
@@ -400,19 +414,10 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
                 L = min(BLOCK, HW - k0)
                 if (C == 1 or C == 3) and not border:
                     _setup(flf, n, k0, L, cg, rg, H, W, one, border, FRAC, KB, Wt)
-                    if C == 3:
-                        _dflow_scatter_px(XP, A, gf, n * C, k0, L, KB, Wt, Wp, gflf, n, one, True, True)
-                    else:
-                        _dflow_scatter_px(XP, A, gf, n, k0, L, KB, Wt, Wp, gflf, n, one, True, False)
+                    _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, gflf, one, True)
                 else:
                     _setup(flf, n, k0, L, cg, rg, H, W, one, border, DERIV, KB, Wt)
-                    if C == 3:
-                        _dflow_scatter_px(XP, A, gf, n * C, k0, L, KB, Wt, Wp, gflf, n, one, False, True)
-                    elif C == 1:
-                        _dflow_scatter_px(XP, A, gf, n, k0, L, KB, Wt, Wp, gflf, n, one, False, False)
-                    else:
-                        for c in range(C):
-                            _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, gflf, n, c == 0)
+                    _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, gflf, one, False)
             _store_image(A, n, C, H, W, gxf)
 
 
