@@ -123,6 +123,14 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, mode, KB, Wt):
 
 
 @njit(**_INL)
+def _task(t, nb, HW):
+    """Task ``t`` of the (image, block) kernels: image ``n``, first pixel ``k0`` and length ``L`` of its block."""
+    n = t // nb
+    k0 = (t - n * nb) * BLOCK
+    return n, k0, min(BLOCK, HW - k0)
+
+
+@njit(**_INL)
 def _load_image(xf, n, C, H, W, XP):
     """Copy the ``C`` planes of image ``n`` into the interior of the padded planes ``XP``."""
     Wp = W + 2 * RING
@@ -313,9 +321,7 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
         XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
-            n = t // nb
-            k0 = (t - n * nb) * BLOCK
-            L = min(BLOCK, HW - k0)
+            n, k0, L = _task(t, nb, HW)
             if n != loaded:
                 _load_image(xf, n, C, H, W, XP)
                 loaded = n
@@ -341,9 +347,7 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
         XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
-            n = t // nb
-            k0 = (t - n * nb) * BLOCK
-            L = min(BLOCK, HW - k0)
+            n, k0, L = _task(t, nb, HW)
             if n != loaded:
                 _load_image(xf, n, C, H, W, XP)
                 loaded = n
@@ -440,9 +444,7 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
         S = np.empty((1, 2, BLOCK), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
-            n = t // nb
-            k0 = (t - n * nb) * BLOCK
-            L = min(BLOCK, HW - k0)
+            n, k0, L = _task(t, nb, HW)
             if n != loaded:
                 _load_image(xf, n, C, H, W, XP)
                 loaded = n
