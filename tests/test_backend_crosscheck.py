@@ -22,15 +22,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import stadv_ref
+from conftest import SETTINGS as CORE_SETTINGS
 from stadv_ref.interface import KERNELS
 
-# the ``backend`` fixture only returns a name, so reusing it across examples is safe
-SETTINGS = settings(
-    max_examples=30,
-    deadline=None,
-    derandomize=True,  # CI is reproducible (like the other Hypothesis tests)
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+# the suite's settings (30 derandomized examples, no deadline); the ``backend`` fixture
+# only returns a name, so reusing it across examples is safe
+SETTINGS = settings(CORE_SETTINGS, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-5}
 """Relative tolerance per dtype (also used, times the scale, as the absolute one)."""
 
