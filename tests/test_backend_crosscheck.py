@@ -172,13 +172,34 @@ def test_warp_vjp_both(backend, case, padding):
     _assert_vjp_flow_close(be, gflow, x, flow, g, padding)
 
 
+def _channel_path_cases():
+    """(C, dtype, padding) for the channel-path tests: every channel count a backend may
+    special-case (numba: planar pixel-major for C == 1, packed 4-lane planes for 2..4,
+    planar per-channel passes above)."""
+    return itertools.product([1, 2, 3, 4, 5], [np.float32, np.float64], ["zeros", "border"])
+
+
+def test_warp_channel_paths(backend):
+    """The forward's per-channel code paths, on several images per thread (each thread
+    reloads its scratch planes per image) and a few pixel blocks per image."""
+    be = _be(backend)
+    N, H, W = 12, 23, 31
+    for C, dtype, padding in _channel_path_cases():
+        rng = np.random.default_rng(C)
+        x = rng.uniform(-1, 1, (N, C, H, W)).astype(dtype)
+        flow = (3 * rng.standard_normal((N, 2, H, W))).astype(dtype)
+        flow[:, :, ::2] = np.round(flow[:, :, ::2])
+        out = be.warp(be.asarray(x), be.asarray(flow), padding)
+        assert_backend_close(out, REF.warp(x, flow, padding), be)
+
+
 def test_warp_vjp_both_channel_paths(backend):
-    """The fused kernel's per-channel code paths (numba: pixel-major paths for C == 1 and 3),
-    on enough images that every thread gets several (the path used for large batches,
-    with software prefetch of the images ahead)."""
+    """The fused kernel's per-channel code paths (numba: pixel-major paths for C == 1,
+    packed planes for C = 2..4), on enough images that every thread gets several (the
+    path used for large batches, with software prefetch of the images ahead)."""
     be = _fused_backend(backend)
     N, H, W = 40, 5, 7
-    for C, dtype, padding in itertools.product([1, 2, 3, 4], [np.float32, np.float64], ["zeros", "border"]):
+    for C, dtype, padding in _channel_path_cases():
         rng = np.random.default_rng(C)
         x = rng.uniform(-1, 1, (N, C, H, W)).astype(dtype)
         g = rng.standard_normal((N, C, H, W)).astype(dtype)

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
 
 from stadv_ref.interface import collect_kernels
 
-from . import _net, _sdp, _smooth, _warp
+from . import _net, _sdp, _smooth, _warp, _warp_packed
 
 __all__ = ["backend", "warp_vjp_both"]
 
@@ -72,6 +72,11 @@ def _block_chunks(N, H, W):
     return max(1, min(n_tasks, max(threads, min(N, 4 * threads))))
 
 
+def _kernels(C):
+    """The warp kernels for ``C`` channels: packed (:mod:`._warp_packed`) for 2-4, else planar."""
+    return _warp_packed if 2 <= C <= 4 else _warp
+
+
 def _border(padding):
     if padding not in ("zeros", "border"):
         raise ValueError(f"padding must be one of ['border', 'zeros'], got {padding!r}")
@@ -93,7 +98,7 @@ def warp(x, flow, padding):
     N, C, H, W = x.shape
     cg, rg, one = _grid(H, W, dt)
     out = np.empty((N, C, H, W), dtype=dt)
-    _warp.warp_kernel(
+    _kernels(C).warp_kernel(
         _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt), cg, rg, H, W, one, _border(padding),
         _block_chunks(N, H, W), out.reshape(N * C, H * W),
     )
@@ -140,7 +145,7 @@ def warp_vjp_both(x, flow, grad_out, padding):
     cg, rg, one = _grid(H, W, dt)
     gx = np.empty((N, C, H, W), dtype=dt)
     gflow = np.empty((N, 2, H, W), dtype=dt)
-    _warp.warp_vjp_both_kernel(
+    _kernels(C).warp_vjp_both_kernel(
         _flat(x, dt).reshape(N * C, H * W), _flat(flow, dt),
         _flat(grad_out, dt).reshape(N * C, H * W), cg, rg, H, W, one, _border(padding),
         _nchunks(N), gx.reshape(N * C, H * W), gflow.reshape(N, 2, H * W),

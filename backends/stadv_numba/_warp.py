@@ -35,12 +35,15 @@ indices are unsigned, so no negative-index wraparound code blocks contiguous
 vector loads and stores.
 
 Fused backward (:func:`warp_vjp_both_kernel`, parallel over images so the
-scatter is race-free). One- and three-channel images take pixel-major loops
-(:func:`_dflow_scatter_px`): the corner offsets
-(unsigned, :func:`_corners`) and the eight weights are formed once per pixel
-for all channels -- with zero padding from ``fc, fr`` alone (``FRAC``) -- and
-the flow gradient is summed over channels in registers in the reference's
-order; other channel counts take one pass per channel.
+scatter is race-free). One-channel images take a pixel-major loop
+(:func:`_dflow_scatter_px`): the corner offsets (unsigned, :func:`_corners`)
+and the eight weights are formed in registers -- with zero padding from
+``fc, fr`` alone (``FRAC``); other channel counts take one pass per channel.
+
+Images with 2-4 channels (RGB) are served by :mod:`._warp_packed` (forward and
+fused backward on channel-interleaved planes, 4-lane vector code); the
+kernels here handle them too (the separate VJP kernels and the tied Jacobian
+use them for every channel count).
 
 Batches of small images: the kernels that walk images in order request the
 cache lines of the image ``AHEAD`` positions later (:mod:`._prefetch`).
@@ -256,39 +259,26 @@ def _pixel_weights(Wt, j, one, frac):
 
 
 @njit(**_INL)
-def _dflow_scatter_px(XP, A, gf, p0, k0, L, KB, Wt, Wp, outf, n, one, frac, rgb):
-    """:func:`_dflow_scatter` for all channels of a one-channel (``rgb`` False) or
-    three-channel (``rgb`` True) image at once, pixel-major.
-
-    The corner offsets and the eight weights (:func:`_pixel_weights`) are formed
-    once per pixel, and the flow gradient is summed over the channels in
-    registers (in the reference's order ``(c0 + c1) + c2``) and stored once:
-    about 20% faster than three channel passes on 3x224x224 images. ``frac``
-    and ``rgb`` are constants at each call site.
-    """
+def _dflow_scatter_px(XP, A, gf, p, k0, L, KB, Wt, Wp, outf, n, one, frac):
+    """:func:`_dflow_scatter` for a one-channel image, with the corner offsets
+    (:func:`_corners`) and the eight weights (:func:`_pixel_weights`) formed per
+    pixel in registers (``frac``, a constant at each call site: from ``fc, fr``)."""
     for j in range(L):
         q0, q1, q2, q3 = _corners(KB, j, Wp)
         k = np.uint64(k0 + j)
         w0, w1, w2, w3, d4, d5, d6, d7 = _pixel_weights(Wt, j, one, frac)
-        su, sv = _both_one(XP, A, 0, gf, p0, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
-        if rgb:
-            a1, b1 = _both_one(XP, A, 1, gf, p0 + 1, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
-            a2, b2 = _both_one(XP, A, 2, gf, p0 + 2, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
-            su = (su + a1) + a2
-            sv = (sv + b1) + b2
+        su, sv = _both_one(XP, A, 0, gf, p, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7)
         outf[n, 0, k] = su
         outf[n, 1, k] = sv
 
 
 @njit(**_INL)
 def _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, outf, one, frac):
-    """Both VJPs of one pixel block of image ``n``: :func:`_dflow_scatter_px` for one or
-    three channels, else one :func:`_dflow_scatter` pass per channel (``Wt`` in mode
-    ``DERIV``; ``frac``, a constant at each call site, only with one or three channels)."""
-    if C == 3:
-        _dflow_scatter_px(XP, A, gf, n * C, k0, L, KB, Wt, Wp, outf, n, one, frac, True)
-    elif C == 1:
-        _dflow_scatter_px(XP, A, gf, n, k0, L, KB, Wt, Wp, outf, n, one, frac, False)
+    """Both VJPs of one pixel block of image ``n``: :func:`_dflow_scatter_px` for one
+    channel, else one :func:`_dflow_scatter` pass per channel (``Wt`` in mode ``DERIV``;
+    ``frac``, a constant at each call site, only with one channel)."""
+    if C == 1:
+        _dflow_scatter_px(XP, A, gf, n, k0, L, KB, Wt, Wp, outf, n, one, frac)
     else:
         for c in range(C):
             _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, outf, n, c == 0)
@@ -390,8 +380,9 @@ def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, nchunks, gxf):
 def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, gflf):
     """Both VJPs in one pass over the pixels; parallel over chunks of images (race-free scatter).
 
-    One- and three-channel images take the pixel-major path :func:`_dflow_scatter_px`
-    (with zero padding, weights recomputed from ``fc, fr``).
+    One-channel images take the pixel-major path :func:`_dflow_scatter_px` (with zero
+    padding, weights recomputed from ``fc, fr``). Images with 2-4 channels are served by
+    :mod:`._warp_packed` instead.
     """
     N = flf.shape[0]
     C = xf.shape[0] // N
@@ -416,7 +407,7 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
             for b in range(nb):
                 k0 = b * BLOCK
                 L = min(BLOCK, HW - k0)
-                if (C == 1 or C == 3) and not border:
+                if C == 1 and not border:
                     _setup(flf, n, k0, L, cg, rg, H, W, one, border, FRAC, KB, Wt)
                     _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, gflf, one, True)
                 else:
