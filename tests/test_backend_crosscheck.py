@@ -194,9 +194,10 @@ def test_warp_channel_paths(backend):
 
 
 def test_warp_vjp_both_channel_paths(backend):
-    """The fused kernel's per-channel code paths (numba: pixel-major paths for C == 1,
-    packed planes for C = 2..4), on enough images that every thread gets several (the
-    path used for large batches, with software prefetch of the images ahead)."""
+    """The fused kernel's per-channel code paths (numba: pixel-major path for C == 1,
+    packed planes for C = 2..4), on enough images that every thread of a machine with up
+    to 8 threads gets several (the path of large batches, with software prefetch of the
+    images ahead). ``tests/test_numba_kernels.py`` calls the numba kernels directly."""
     be = _fused_backend(backend)
     N, H, W = 40, 5, 7
     for C, dtype, padding in _channel_path_cases():

@@ -29,7 +29,11 @@ _I32 = ir.IntType(32)
 
 
 def _packed_ok(P, *scalars):
-    """Typing guard: ``P`` a C-contiguous 2-D float array and scalars of its dtype."""
+    """Typing guard: ``P`` a C-contiguous 2-D float array and scalars of its dtype.
+
+    Typing cannot see shapes: callers must pass planes of shape ``(HWp, LANES)``
+    (row ``q`` starts at element ``LANES * q``) and rows inside them.
+    """
     return (
         isinstance(P, types.Array) and P.ndim == 2 and P.layout == "C" and isinstance(P.dtype, types.Float)
         and all(s == P.dtype for s in scalars)
