@@ -2,10 +2,14 @@
 
 Run ``python benchmarks/bench_warp_runs.py --runs 6 --label "what changed"``: runs
 the full benchmark ``--runs`` times in a row (fresh processes), keeps the last
-run as ``benchmarks/results/warp_cpu.json``, and writes per-run numbers with
-medians and ranges of the targets to ``benchmarks/results/warp_cpu_runs.json``.
-The summary that file held before moves to its ``previous_code_runs`` list, so
-the history of earlier kernel versions is kept.
+run as ``benchmarks/results/warp_cpu.json`` (``--last-out``), and writes per-run
+numbers with medians and ranges of the targets to
+``benchmarks/results/warp_cpu_runs.json`` (``--out``). The summary that file held
+before moves to its ``previous_code_runs`` list, so the history of earlier
+kernel versions is kept. Options it does not know (``--dtype float64``,
+``--threads 1``, ...) are passed on to ``bench_warp.py``. If a run fails, the
+runs done so far are written, marked ``"incomplete": true``, and the error is
+raised.
 """
 from __future__ import annotations
 
@@ -62,33 +66,49 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=6, help="full benchmark runs (default 6)")
     ap.add_argument("--label", required=True, help="what code is measured (kept in the runs file)")
     ap.add_argument("--out", type=Path, default=RUNS_OUT, help="runs file")
-    args = ap.parse_args(argv)
+    ap.add_argument("--last-out", type=Path, default=LAST_OUT, help="where the last run's full JSON goes")
+    args, bench_args = ap.parse_known_args(argv)
     if args.runs < 1:
         raise ValueError(f"--runs must be >= 1, got {args.runs}")
     runs = []
+    error = None
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             path = Path(tmp) / f"run{i}.json"
             print(f"run {i + 1}/{args.runs}", flush=True)
-            subprocess.run([sys.executable, str(HERE / "bench_warp.py"), "--out", str(path)], check=True,
-                           stdout=subprocess.DEVNULL)
-            res = json.loads(path.read_text())
-            runs.append(run_summary(res))
+            try:
+                subprocess.run([sys.executable, str(HERE / "bench_warp.py"), "--out", str(path), *bench_args],
+                               check=True, stdout=subprocess.DEVNULL)
+            except subprocess.CalledProcessError as exc:
+                error = exc
+                break
+            runs.append(run_summary(json.loads(path.read_text())))
             print(json.dumps(runs[-1]["targets"]), flush=True)
-        LAST_OUT.write_text(path.read_text())
+            args.last_out.write_text(path.read_text())
+    if runs:
+        write_runs(args.out, args.label, runs, bench_args, args.last_out.name, incomplete=error is not None)
+        print(f"wrote {args.out} and {args.last_out}")
+    if error is not None:
+        raise SystemExit(f"run {len(runs) + 1} of bench_warp.py failed ({error}); {len(runs)} runs kept")
+
+
+def write_runs(out, label, runs, bench_args, last_name, incomplete=False):
+    """Write the runs file ``out``: these runs as ``final_code``, the file's older summaries after."""
     previous = []
-    if args.out.exists():
-        old = json.loads(args.out.read_text())
-        previous = [old["final_code"]] + old.get("previous_code_runs", [])
+    if out.exists():
+        old = json.loads(out.read_text())
+        previous = ([old["final_code"]] if "final_code" in old else []) + old.get("previous_code_runs", [])
     doc = {
-        "benchmark": f"bench_warp.py, {args.runs} full runs in a row on {datetime.date.today()}; "
-                     f"the last run of the final code is warp_cpu.json",
-        "final_code": summarise(args.label, runs),
+        "benchmark": f"bench_warp.py {' '.join(bench_args)}".rstrip()
+                     + f", {len(runs)} runs in a row on {datetime.date.today()}; "
+                     f"the last run of the final code is {last_name}",
+        "final_code": summarise(label, runs),
         "previous_code_runs": previous,
     }
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    if incomplete:
+        doc["incomplete"] = True
+    out.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc["final_code"]["medians"], indent=1))
-    print(f"wrote {args.out} and {LAST_OUT}")
 
 
 if __name__ == "__main__":
