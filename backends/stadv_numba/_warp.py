@@ -195,31 +195,6 @@ def _scatter(A, c, gf, p, k0, L, KB, Wt, Wp):
 
 
 @njit(**_INL)
-def _dflow_scatter(XP, A, c, gf, q0, k0, L, KB, Wt, Wp, outf, n, first):
-    """:func:`_dflow` and :func:`_scatter` fused in one (scalar) loop, sharing the loads."""
-    for j in range(L):
-        q = np.int64(KB[j])
-        x00 = XP[c, np.uint64(q)]
-        x01 = XP[c, np.uint64(q + 1)]
-        x10 = XP[c, np.uint64(q + Wp)]
-        x11 = XP[c, np.uint64(q + Wp + 1)]
-        k = np.uint64(k0 + j)
-        g = gf[q0, k]
-        su = g * (Wt[4, j] * (x01 - x00) + Wt[5, j] * (x11 - x10))
-        sv = g * (Wt[6, j] * (x10 - x00) + Wt[7, j] * (x11 - x01))
-        if first:
-            outf[n, 0, k] = su
-            outf[n, 1, k] = sv
-        else:
-            outf[n, 0, k] += su
-            outf[n, 1, k] += sv
-        A[c, np.uint64(q)] += g * Wt[0, j]
-        A[c, np.uint64(q + 1)] += g * Wt[1, j]
-        A[c, np.uint64(q + Wp)] += g * Wt[2, j]
-        A[c, np.uint64(q + Wp + 1)] += g * Wt[3, j]
-
-
-@njit(**_INL)
 def _both_one(XP, A, c, gf, p, k, q0, q1, q2, q3, w0, w1, w2, w3, d4, d5, d6, d7):
     """One channel of :func:`_dflow_scatter_px` at one pixel: scatter ``g w`` into ``A[c]``, return ``(su, sv)``.
 
@@ -260,7 +235,8 @@ def _pixel_weights(Wt, j, one, frac):
 
 @njit(**_INL)
 def _dflow_scatter_px(XP, A, gf, p, k0, L, KB, Wt, Wp, outf, n, one, frac):
-    """:func:`_dflow_scatter` for a one-channel image, with the corner offsets
+    """:func:`_dflow` and :func:`_scatter` fused in one loop for a one-channel image
+    (sharing the corner loads), with the corner offsets
     (:func:`_corners`) and the eight weights (:func:`_pixel_weights`) formed per
     pixel in registers (``frac``, a constant at each call site: from ``fc, fr``)."""
     for j in range(L):
@@ -275,13 +251,14 @@ def _dflow_scatter_px(XP, A, gf, p, k0, L, KB, Wt, Wp, outf, n, one, frac):
 @njit(**_INL)
 def _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, outf, one, frac):
     """Both VJPs of one pixel block of image ``n``: :func:`_dflow_scatter_px` for one
-    channel, else one :func:`_dflow_scatter` pass per channel (``Wt`` in mode ``DERIV``;
+    channel, else a :func:`_dflow` and a :func:`_scatter` pass per channel (``Wt`` in mode ``DERIV``;
     ``frac``, a constant at each call site, only with one channel)."""
     if C == 1:
         _dflow_scatter_px(XP, A, gf, n, k0, L, KB, Wt, Wp, outf, n, one, frac)
     else:
         for c in range(C):
-            _dflow_scatter(XP, A, c, gf, n * C + c, k0, L, KB, Wt, Wp, outf, n, c == 0)
+            _dflow(XP, c, gf, n * C + c, k0, L, KB, Wt, Wp, outf, n, c == 0)
+            _scatter(A, c, gf, n * C + c, k0, L, KB, Wt, Wp)
 
 
 @njit(**_INL)
