@@ -126,6 +126,16 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, mode, KB, Wt):
 
 
 @njit(**_INL)
+def _sizes(N, H, W):
+    """Sizes shared by the kernels: pixels per image ``HW``, pixel blocks per image ``nb``,
+    (image, block) tasks ``T``, padded width ``Wp`` and padded plane size ``HWp``."""
+    HW = H * W
+    nb = (HW + BLOCK - 1) // BLOCK
+    Wp = W + 2 * RING
+    return HW, nb, N * nb, Wp, (H + 2 * RING) * Wp
+
+
+@njit(**_INL)
 def _task(t, nb, HW):
     """Task ``t`` of the (image, block) kernels: image ``n``, first pixel ``k0`` and length ``L`` of its block."""
     n = t // nb
@@ -278,14 +288,11 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
     """``of = g(flow; x)`` (Eq. (1)); parallel over chunks of (image, block) tasks."""
     N = flf.shape[0]
     C = xf.shape[0] // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    T = N * nb
-    Wp = W + 2 * RING
+    HW, nb, T, Wp, HWp = _sizes(N, H, W)
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
+        XP = np.zeros((C, HWp), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
             n, k0, L = _task(t, nb, HW)
@@ -304,14 +311,11 @@ def warp_vjp_flow_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, outf):
     """``outf[:, 0|1] = sum_c g * d warp / d (du|dv)`` (right derivatives); parallel over task chunks."""
     N = flf.shape[0]
     C = xf.shape[0] // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    T = N * nb
-    Wp = W + 2 * RING
+    HW, nb, T, Wp, HWp = _sizes(N, H, W)
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
+        XP = np.zeros((C, HWp), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
             n, k0, L = _task(t, nb, HW)
@@ -332,10 +336,7 @@ def warp_vjp_x_kernel(flf, gf, cg, rg, H, W, one, border, nchunks, gxf):
     N = flf.shape[0]
     NC = gf.shape[0]
     C = NC // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    Wp = W + 2 * RING
-    HWp = (H + 2 * RING) * Wp
+    HW, nb, _, Wp, HWp = _sizes(N, H, W)
     zero = one - one
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
@@ -363,10 +364,7 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
     """
     N = flf.shape[0]
     C = xf.shape[0] // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    Wp = W + 2 * RING
-    HWp = (H + 2 * RING) * Wp
+    HW, nb, _, Wp, HWp = _sizes(N, H, W)
     zero = one - one
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
@@ -401,14 +399,11 @@ def tied_jacobian_diag_kernel(xf, rf, ones, cg, rg, H, W, one, border, correct, 
     """
     N = rf.shape[0]
     C = xf.shape[0] // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    T = N * nb
-    Wp = W + 2 * RING
+    HW, nb, T, Wp, HWp = _sizes(N, H, W)
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        XP = np.zeros((C, (H + 2 * RING) * Wp), dtype=cg.dtype)
+        XP = np.zeros((C, HWp), dtype=cg.dtype)
         S = np.empty((1, 2, BLOCK), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):

@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from ._prefetch import AHEAD, SMALL, prefetch_image
 from ._simd import LANES, sample4, vjp_both4
-from ._warp import _INL, _NW, _OPTS, BLOCK, DERIV, FRAC, RING, WEIGHTS, _pixel_weights, _setup, _task
+from ._warp import _INL, _NW, _OPTS, BLOCK, DERIV, FRAC, RING, WEIGHTS, _pixel_weights, _setup, _sizes, _task
 
 
 @njit(**_INL)
@@ -78,16 +78,13 @@ def warp_kernel(xf, flf, cg, rg, H, W, one, border, nchunks, of):
     """``of = g(flow; x)`` (Eq. (1)) for ``C`` in 2..4; parallel over chunks of (image, block) tasks."""
     N = flf.shape[0]
     C = xf.shape[0] // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    T = N * nb
-    Wp = W + 2 * RING
+    HW, nb, T, Wp, HWp = _sizes(N, H, W)
     wp = np.uint64(Wp)
     zero = one - one
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        P = np.zeros(((H + 2 * RING) * Wp, LANES), dtype=cg.dtype)
+        P = np.zeros((HWp, LANES), dtype=cg.dtype)
         loaded = -1
         for t in range(ch * T // nchunks, (ch + 1) * T // nchunks):
             n, k0, L = _task(t, nb, HW)
@@ -148,16 +145,14 @@ def warp_vjp_both_kernel(xf, flf, gf, cg, rg, H, W, one, border, nchunks, gxf, g
     images (each thread accumulates whole images: the scatter is race-free)."""
     N = flf.shape[0]
     C = xf.shape[0] // N
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    Wp = W + 2 * RING
+    HW, nb, _, Wp, HWp = _sizes(N, H, W)
     wp = np.uint64(Wp)
     zero = one - one
     for ch in prange(nchunks):
         KB = np.empty(BLOCK, dtype=np.int32)
         Wt = np.empty((_NW, BLOCK), dtype=cg.dtype)
-        P = np.zeros(((H + 2 * RING) * Wp, LANES), dtype=cg.dtype)
-        A = np.zeros(((H + 2 * RING) * Wp, LANES), dtype=cg.dtype)
+        P = np.zeros((HWp, LANES), dtype=cg.dtype)
+        A = np.zeros((HWp, LANES), dtype=cg.dtype)
         n_end = (ch + 1) * N // nchunks
         for n in range(ch * N // nchunks, n_end):
             _load_packed(xf, n, C, H, W, P, zero)
