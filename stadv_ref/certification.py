@@ -182,7 +182,8 @@ def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="ze
     method : str
         A method of :func:`stadv_ref.upper_bound` (not ``"linear"``).
     input_range, padding, solver, gap_tol, seed, **solver_options
-        As in :func:`stadv_ref.upper_bound`.
+        As in :func:`stadv_ref.upper_bound`. Every pixel of ``X`` must lie in
+        ``input_range``: the bounds hold only inside that box.
     cache : bool
         Use / fill the in-memory (and, with ``cache_dir``, on-disk) bound cache.
     cache_dir : path, optional
@@ -191,11 +192,21 @@ def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="ze
     Returns
     -------
     CertificationResult
+
+    Raises
+    ------
+    TypeError
+        If ``net`` is not a :class:`OneHiddenLayerNet`.
+    ValueError
+        If ``X`` is not finite or leaves ``input_range`` (a certificate for such an
+        image would be false), if ``y`` is not integer labels of the right shape and
+        range, or if ``eps``, ``method``, ``input_range`` or ``padding`` is invalid.
     """
     if not isinstance(net, OneHiddenLayerNet):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
     check_choice("method", method, tuple(m for m in METHODS if m != "linear"))
     input_constant(input_range, padding)  # validates input_range / padding
+    lo, hi = (float(t) for t in input_range)
     scalar = np.ndim(eps) == 0
     eps_arr = np.atleast_1d(np.asarray(eps, dtype=object))
     if eps_arr.ndim != 1 or eps_arr.size == 0:
@@ -203,6 +214,12 @@ def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="ze
     eps_arr = np.array([check_budget("eps", float(e) if isinstance(e, (np.floating, np.integer)) else e)
                         for e in eps_arr])
     Xf = net.flatten(X, "X")
+    if Xf.size and (Xf.min() < lo or Xf.max() > hi):
+        # The bounds hold only for images in the input box: an image outside it
+        # would get a certificate that a flow attack can break ([E7], issue #19).
+        raise ValueError(
+            f"X must lie in input_range=({lo:g}, {hi:g}); got values in [{Xf.min():g}, {Xf.max():g}] "
+            "(rescale the images, e.g. X / 255, or pass the input_range the network was trained on)")
     y = np.asarray(y)
     if y.shape != (Xf.shape[0],) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"y must be integer labels of shape ({Xf.shape[0]},), got shape {y.shape}, dtype {y.dtype}")
@@ -367,9 +384,6 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     r = flow_of(best_s[k:k + 1])[0]
     flow_out = r[0] if tied else r
     # Re-evaluate exactly at the returned pair (same arithmetic as adv_loss_exact).
-    value = float(adv_loss_exact(f, best_x[k][None], flow_out[None])[0])
-    if tied:
-        budget = float(np.sqrt(np.sum(flow_out * np.asarray(m_power(flow_out[None], 2))[0])))
-    else:
-        budget = float(np.sqrt(np.sum(flow_out * np.asarray(m_power(flow_out[None], 2))[0])))
+    value = float(adv_loss_exact(f, best_x[k][None], flow_out[None], padding=padding)[0])
+    budget = float(np.sqrt(np.sum(flow_out * np.asarray(m_power(flow_out[None], 2))[0])))
     return AttackResult(value=value, x=best_x[k], flow=flow_out, values=best_val, budget=budget)

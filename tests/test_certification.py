@@ -142,3 +142,58 @@ def test_bad_input(kwargs, match):
 
 def test_public_name():
     assert stadv_ref.certify is certify
+
+
+# -- issue #19 items 1-2: soundness regressions ------------------------------------
+@pytest.mark.parametrize("scale", [255.0, -1.0])
+def test_certify_refuses_images_outside_input_range(scale):
+    """A false certificate: images in [0, 255] (or [-1, 0]) were certified with the (0, 1) box bounds."""
+    net, X, y = _net_and_data(seed=2, N=10)
+    with pytest.raises(ValueError, match=r"X must lie in input_range"):
+        certify(net, X * scale, y, 2.0, method="spectral", progress=False)
+    # the same images inside the declared box are accepted
+    lo, hi = (0.0, 255.0) if scale > 0 else (-1.0, 0.0)
+    res = certify(net, X * scale, y, 0.01, method="spectral", input_range=(lo, hi), progress=False)
+    assert res.certified.shape == (10,)
+
+
+def test_certify_refuses_non_finite_images():
+    net, X, y = _net_and_data(seed=3, N=5)
+    X[1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"X contains NaN or inf"):
+        certify(net, X, y, 0.1, method="spectral", progress=False)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_flow_pgd_attack_border_value_uses_border_padding(tied):
+    """The attack optimised with border padding but re-evaluated ``value`` with zero padding."""
+    rng = np.random.default_rng(5)
+    H = 4
+    net = stadv_ref.OneHiddenLayerNet(rng.standard_normal((6, H * H)), rng.standard_normal(6),
+                                      b=0.3 * rng.standard_normal(6))
+    x = rng.uniform(0.5, 1.0, (H, H))  # bright borders: zero and border padding differ a lot
+    att = flow_pgd_attack(net, 1.0, x=x, tied=tied, restarts=6, steps=40, padding="border", seed=1)
+    border = stadv_ref.adv_loss_exact(net, att.x[None], att.flow[None], padding="border")[0]
+    zeros = stadv_ref.adv_loss_exact(net, att.x[None], att.flow[None], padding="zeros")[0]
+    assert abs(border - zeros) > 1e-3  # the case distinguishes the two paddings
+    assert att.value == pytest.approx(border, abs=1e-12)
+    assert att.value == pytest.approx(att.values.max(), abs=1e-9)
+
+
+def test_certified_examples_survive_the_border_attack():
+    """Soundness with border padding: the border bound is never beaten by the border attack."""
+    net, X, y = _net_and_data(seed=4, N=30)
+    eps = 0.05
+    res = certify(net, X, y, eps, method="tight", padding="border", progress=False)
+    idx = np.flatnonzero(res.certified)[:3]
+    assert idx.size > 0
+    for n in idx:
+        for i in range(net.n_classes):
+            if i == y[n]:
+                continue
+            for tied in (True, False):
+                att = flow_pgd_attack(net, eps, classes=(i, int(y[n])), x=X[n], tied=tied, restarts=8,
+                                      steps=80, padding="border")
+                margin = res.margins[n, i]
+                assert att.value < margin, (n, i, tied, att.value, margin)
+                assert att.value <= eps * res.required[n, i] * (1 + 1e-9)

@@ -41,22 +41,24 @@ def _checkerboard_net(H):
 
 
 # -- soundness -------------------------------------------------------------------
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=16, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 100_000),
     H=st.integers(3, 5),
     m=st.integers(3, 8),
     K=st.sampled_from([1, 3]),
     eps=st.sampled_from([0.2, 1.0, 3.0]),
+    padding=st.sampled_from(["zeros", "border"]),
 )
-def test_strong_attack_never_exceeds_sound_bounds(seed, H, m, K, eps):
+def test_strong_attack_never_exceeds_sound_bounds(seed, H, m, K, eps, padding):
     net = _random_net(seed, H, m, K)
     classes = None if K == 1 else (0, 2)
-    bounds = {meth: upper_bound(net, eps, meth, classes=classes) for meth in NET_METHODS}
+    bounds = {meth: upper_bound(net, eps, meth, classes=classes, padding=padding) for meth in NET_METHODS}
     for tied in (True, False):
-        att = flow_pgd_attack(net, eps, classes=classes, tied=tied, restarts=16, steps=120, seed=seed)
+        att = flow_pgd_attack(net, eps, classes=classes, tied=tied, restarts=16, steps=120, seed=seed,
+                              padding=padding)
         assert att.budget <= eps * (1 + 1e-9)
-        exact = stadv_ref.adv_loss_exact(net, att.x[None], att.flow[None], classes=classes)[0]
+        exact = stadv_ref.adv_loss_exact(net, att.x[None], att.flow[None], classes=classes, padding=padding)[0]
         assert exact == pytest.approx(att.value, abs=1e-12)
         for meth in SOUND_NET:
             assert bounds[meth].sound
