@@ -8,13 +8,18 @@ Eq. (1) warp          :mod:`stadv_ref.transform`
 Eq. (2), Prop. 1      :mod:`stadv_ref.smoothness`
 Eq. (3), Prop. 2      :mod:`stadv_ref.operators`
 Eqs. (4), (5), [E8]   :mod:`stadv_ref.adversarial_loss`
-Thms. 1-2, Eqs. 5-14  :mod:`stadv_ref.impossibility`
-Sec. 4, Eq. (16)      :mod:`stadv_ref.upper_bounds`, :mod:`stadv_ref.sdp`
-Certification (6.7)   :mod:`stadv_ref.certification`
-stAdv, training       :mod:`stadv_ref.attacks`, :mod:`stadv_ref.training`
+Thms. 1-2, Eqs. 5-14  :mod:`stadv_ref.lower_bounds`
+Sec. 4, Eq. (16)      :mod:`stadv_ref.upper_bounds` (closed_form, sdp)
+Certification (6.7)   :mod:`stadv_ref.upper_bounds.certification`
+stAdv, PGD, training  :mod:`stadv_ref.attacks`, :mod:`stadv_ref.training`
 ====================  ==============================================
 
-Importing this package never imports Numba or CuPy (backends load lazily).
+The full table (every equation, proposition, theorem, algorithm and erratum, with
+its code and its test) is ``docs/EQUATION_INDEX.md``. Layers, bottom to top:
+``_validate`` < ``reference`` < ``kernels`` < ``backend`` < the math modules
+(``transform``, ``smoothness``, ``operators``, ``network``, ``adversarial_loss``)
+< ``lower_bounds`` / ``upper_bounds`` / ``attacks`` < ``training`` < ``experiments``
+< ``cli``. Importing this package never imports Numba or CuPy (backends load lazily).
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from .backend import (
     use_backend,
 )
 from .data import load_dataset, load_mnist, read_idx
-from .network import OneHiddenLayerNet
+from .network import LinearClassifier, OneHiddenLayerNet
 from .operators import (
     SmoothnessOperator,
     aabb_radii,
@@ -56,20 +61,59 @@ from .transform import tied, tied_jacobian_diag, warp, warp_matrix, warp_vjp_flo
 
 __version__ = "0.1.0"
 
-# Names defined by later modules, imported on first access so that a missing
-# optional piece never breaks ``import stadv_ref``.
+# Names defined by the upper layers, imported on first access so that importing
+# stadv_ref stays light (no cvxpy, matplotlib or tqdm until they are needed).
 _LAZY = {
-    "lower_bound_attack": "impossibility",
-    "linear_lower_bound_attack": "impossibility",
-    "LowerBoundResult": "impossibility",
+    "lower_bound_attack": "lower_bounds",
+    "linear_lower_bound_attack": "lower_bounds",
+    "LowerBoundResult": "lower_bounds",
     "upper_bound": "upper_bounds",
     "UpperBoundResult": "upper_bounds",
-    "LinearClassifier": "upper_bounds",
-    "solve_sdp": "sdp",
-    "certify": "certification",
+    "solve_sdp": "upper_bounds",
+    "certify": "upper_bounds",
+    "CertificationResult": "upper_bounds",
     "stadv_attack": "attacks",
+    "flow_pgd_attack": "attacks",
     "train": "training",
+    "import_onnx": "onnx_import",
 }
+
+__all__ = [
+    "OneHiddenLayerNet",
+    "LinearClassifier",
+    "warp",
+    "warp_vjp_x",
+    "warp_vjp_flow",
+    "warp_matrix",
+    "tied",
+    "tied_jacobian_diag",
+    "neighbor_matrices",
+    "smoothness_matrix",
+    "flow_tv",
+    "flow_tv_grad",
+    "stadv_flow_loss",
+    "SmoothnessOperator",
+    "smoothness_operator",
+    "m_power",
+    "smoothness_norm",
+    "dense_smoothness_power",
+    "aabb_radii",
+    "adv_loss_exact",
+    "adv_loss_first_order",
+    "adv_loss_linearized",
+    "adv_loss_path_integral",
+    "cw_margin",
+    "flow_gradient",
+    "BackendError",
+    "available_backends",
+    "current_backend_name",
+    "get_backend",
+    "use_backend",
+    "load_dataset",
+    "load_mnist",
+    "read_idx",
+    *_LAZY,
+]
 
 
 def __getattr__(name):

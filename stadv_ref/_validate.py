@@ -86,6 +86,17 @@ def check_budget(name, eps, *, allow_zero=True):
     return eps
 
 
+def check_input_range(name, input_range):
+    """Check an input box ``(lo, hi)``: two finite reals with ``lo < hi``; return ``(lo, hi)`` as floats."""
+    try:
+        lo, hi = (float(t) for t in input_range)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a pair (lo, hi), got {input_range!r}") from exc
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be finite with lo < hi, got {input_range!r}")
+    return lo, hi
+
+
 def check_positive_int(name, n, *, minimum=1):
     """Check an integer argument ``>= minimum``."""
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):

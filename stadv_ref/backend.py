@@ -20,7 +20,7 @@ import contextvars
 import os
 from importlib import metadata
 
-from .interface import KERNELS
+from .kernels import KERNELS, numpy_backend
 
 __all__ = [
     "BackendError",
@@ -66,9 +66,7 @@ def available_backends():
 
 def _load(name):
     if name == "numpy":
-        from . import _numpy_backend
-
-        return _numpy_backend.backend
+        return numpy_backend
     eps = _entry_points()
     hint = _INSTALL_HINTS.get(name)
     if name not in eps:

@@ -8,6 +8,7 @@ paper extends to the multi-class case (appendix 6.6/6.7).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 
@@ -15,27 +16,11 @@ import numpy as np
 
 from ._validate import as_float_array, check_positive_int
 from .backend import get_backend
+from .reference.network import relu_derivative
 
-__all__ = ["OneHiddenLayerNet", "relu_derivative"]
+__all__ = ["OneHiddenLayerNet", "LinearClassifier", "as_linear_weights", "relu_derivative"]
 
 _FORMAT_VERSION = 1
-
-
-def relu_derivative(z):
-    """``dsigma(z)``: 1 where ``z > 0`` and 0 elsewhere (sub-gradient 0 at 0)."""
-    return (z > 0).astype(z.dtype)
-
-
-def net_forward_reference(W, b, V, c, X):
-    """Reference kernel: ``Z = X W^T + b``, ``out = relu(Z) V^T + c``."""
-    Z = X @ W.T + b
-    return Z, np.maximum(Z, 0) @ V.T + c
-
-
-def net_input_grad_reference(W, b, V, X, weights):
-    """Reference kernel: ``grad_x sum_k weights[n,k] f_k(x_n) = ((weights V) * dsigma(Z)) W``."""
-    Z = X @ W.T + b
-    return ((weights @ V) * relu_derivative(Z)) @ W
 
 
 class OneHiddenLayerNet:
@@ -285,3 +270,66 @@ class OneHiddenLayerNet:
             meta = {k[5:]: (v.item() if v.ndim == 0 else v) for k, v in data.items() if k.startswith("meta_")}
             return net, meta
         return net
+
+
+def as_linear_weights(v, image_shape=None):
+    """Validate linear weights ``v`` and return them as an ``(H, W)`` image.
+
+    Parameters
+    ----------
+    v : array_like, shape (d,) or (H, W)
+    image_shape : tuple (H, W), optional
+        Required for a flat ``v`` whose length is not a perfect square.
+    """
+    v = as_float_array("v", v, ndim=(1, 2), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("v must be non-empty")
+    if image_shape is None:
+        if v.ndim == 2:
+            image_shape = v.shape
+        else:
+            s = int(round(np.sqrt(v.size)))
+            if s * s != v.size:
+                raise ValueError(f"v has {v.size} entries, not a square; pass image_shape=(H, W)")
+            image_shape = (s, s)
+    try:
+        image_shape = tuple(int(k) for k in image_shape)
+    except TypeError as exc:
+        raise TypeError("image_shape must be a pair of integers (H, W)") from exc
+    if len(image_shape) != 2:
+        raise ValueError(f"image_shape must be (H, W), got {image_shape}")
+    for k in image_shape:
+        check_positive_int("image_shape", k)
+    if image_shape[0] * image_shape[1] != v.size or (v.ndim == 2 and v.shape != image_shape):
+        raise ValueError(f"v of shape {v.shape} does not match image_shape {image_shape}")
+    return v.reshape(image_shape)
+
+
+@dataclasses.dataclass
+class LinearClassifier:
+    """A linear classifier ``f(x) = v^T x`` on ``H x W`` images (Theorem 2, Eq. (16)).
+
+    Parameters
+    ----------
+    v : array_like, shape (d,) or (H, W)
+    image_shape : tuple (H, W), optional
+        Default: the shape of a 2-D ``v``, or square.
+    """
+
+    v: np.ndarray
+    image_shape: tuple = None
+
+    def __post_init__(self):
+        v_img = as_linear_weights(self.v, self.image_shape)  # the same validation as Theorem 2's
+        self.v = v_img.reshape(-1)
+        self.image_shape = v_img.shape
+
+    def __call__(self, X):
+        X = as_float_array("X", X)
+        return X.reshape(-1, self.v.size) @ self.v
+
+    def as_network(self):
+        """The same function as a :class:`OneHiddenLayerNet`: ``v^T relu(x) - v^T relu(-x) = v^T x``."""
+        d = self.v.size
+        W = np.vstack([np.eye(d), -np.eye(d)])
+        return OneHiddenLayerNet(W, np.concatenate([self.v, -self.v]), image_shape=self.image_shape)

@@ -1,4 +1,4 @@
-r"""stadv_ref backend ``"cupy"``: the kernel contract of :mod:`stadv_ref.interface` on a CUDA GPU.
+r"""stadv_ref backend ``"cupy"``: the kernel contract of :mod:`stadv_ref.kernels` on a CUDA GPU.
 
 Select it with ``STADV_BACKEND=cupy``, ``stadv_ref.use_backend("cupy")`` or
 ``backend="cupy"``. Install with ``pip install "stadv-ref[cupy]"`` (an NVIDIA

@@ -1,7 +1,7 @@
 r"""Build the backend namespace from an array module and a kernel launcher.
 
 :func:`make_backend` holds every wrapper of the kernel contract
-(:data:`stadv_ref.interface.KERNELS`): argument normalisation (C-contiguous,
+(:data:`stadv_ref.kernels.KERNELS`): argument normalisation (C-contiguous,
 float32 stays float32, everything else float64), output allocation, and the
 calls into the CUDA kernels of :mod:`stadv_cupy._cuda_src` (through
 ``launch``) or the array code of :mod:`stadv_cupy._ops`.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stadv_ref.interface import collect_kernels
+from stadv_ref.kernels import collect_kernels
 
 PADDING_CODES = {"zeros": 0, "border": 1}
 

@@ -1,8 +1,8 @@
 r"""Section 4.1 SDP kernels of the CuPy backend (array-module generic).
 
-Semantics are those of the references :func:`stadv_ref.sdp.sdp_mixing_reference`
-and :func:`stadv_ref.sdp.lambda_max_upper_reference` (and of the kernel
-contract in :mod:`stadv_ref.interface`):
+Semantics are those of the references :func:`stadv_ref.reference.sdp.sdp_mixing_reference`
+and :func:`stadv_ref.reference.sdp.lambda_max_upper_reference` (and of the kernel
+contract in :mod:`stadv_ref.kernels`):
 
 * :func:`sdp_mixing` -- one iteration is ``S <- rownormalize(A T)`` then
   ``T <- rownormalize(A^T S)`` (a row of norm exactly 0 keeps its previous
@@ -17,7 +17,7 @@ contract in :mod:`stadv_ref.interface`):
   ``mu0`` by ``xp.linalg.eigvalsh`` is only an estimate; it is proved by a
   Cholesky factorisation of ``(mu0 + delta) I - S`` on the device (cuSOLVER
   ``potrf``; float64) with the rounding margin of
-  :func:`stadv_ref.sdp.cholesky_upper` (backward error of Cholesky, valid for
+  :func:`stadv_ref.reference.sdp.cholesky_upper` (backward error of Cholesky, valid for
   any summation order and fused multiply-add), ``delta`` growing 8x until the
   factorisation succeeds.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stadv_ref.sdp import _EPS, _TINY, _gamma  # the reference's rounding constants (Higham)
+from stadv_ref.reference.sdp import _EPS, _TINY, _gamma  # the reference's rounding constants (Higham)
 
 CHUNK = 16
 """Iterations of :func:`sdp_mixing` per host check of the stopping rule."""
@@ -113,7 +113,7 @@ def _cholesky_succeeds(xp, K):
 def cholesky_upper(xp, S, mu):
     """``mu + margin`` if the Cholesky factorisation of ``mu I - S`` succeeds, else ``None``.
 
-    Same margin as :func:`stadv_ref.sdp.cholesky_upper`:
+    Same margin as :func:`stadv_ref.reference.sdp.cholesky_upper`:
     ``2 gamma_{n+1}/(1 - gamma_{n+1}) tr(K) + 2 u max_i K_ii + n * 1e-300``.
     """
     n = S.shape[0]

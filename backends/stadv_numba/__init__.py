@@ -5,9 +5,9 @@ Select it with ``STADV_BACKEND=numba``, ``stadv_ref.use_backend("numba")`` or
 Importing this package imports Numba (and raises :class:`ImportError` when it
 is missing); importing :mod:`stadv_ref` alone never does.
 
-Every kernel of :data:`stadv_ref.interface.KERNELS` is provided with the
+Every kernel of :data:`stadv_ref.kernels.KERNELS` is provided with the
 reference's shapes and dtype rules (float32 in, float32 out; float64 in,
-float64 out); ``tests/test_backend_crosscheck.py`` checks each against the
+float64 out); ``tests/backends/test_crosscheck.py`` checks each against the
 NumPy reference. Kernels are compiled once and cached on disk
 (``cache=True``); they run on ``numba.get_num_threads()`` threads.
 
@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
         'the numba backend needs Numba: pip install "stadv-ref[numba]"'
     ) from exc
 
-from stadv_ref.interface import collect_kernels
+from stadv_ref.kernels import collect_kernels
 
 from . import _net, _sdp, _smooth, _warp, _warp_packed
 
@@ -290,7 +290,7 @@ def sdp_mixing(A, S, T, max_iter, tol):
     """Mixing-method block ascent for ``max 2 tr(S^T A T)`` over unit rows (Section 4.1).
 
     Same iteration, convergence criterion and return value ``(S, T, n_iter)``
-    as :func:`stadv_ref.sdp.sdp_mixing_reference` (the inputs are not modified);
+    as :func:`stadv_ref.reference.sdp.sdp_mixing_reference` (the inputs are not modified);
     the loop runs compiled with BLAS products.
     """
     dt = np.result_type(np.asarray(A).dtype, np.asarray(S).dtype, np.asarray(T).dtype, np.float32)
@@ -321,16 +321,16 @@ def _top_eigenvalue(S):
 def lambda_max_upper(S):
     """Guaranteed upper bound on the largest eigenvalue of the dense symmetric ``S``.
 
-    Same certificate as :func:`stadv_ref.sdp.lambda_max_upper_reference`: an
+    Same certificate as :func:`stadv_ref.reference.sdp.lambda_max_upper_reference`: an
     estimate ``mu0`` becomes a proof through a Cholesky factorisation of
     ``(mu0 + delta) I - S`` with a rounding margin
-    (:func:`stadv_ref.sdp.cholesky_upper`), ``delta`` starting at
+    (:func:`stadv_ref.reference.sdp.cholesky_upper`), ``delta`` starting at
     ``4 gamma_{n+1} (n |mu0| + ||S||_F)`` and growing 8x until it succeeds. For
     ``n > 256`` the estimate comes from Lanczos (ARPACK, O(n^2) per step)
     instead of a dense tridiagonalisation; the bound stays rigorous because
     only the Cholesky factorisation certifies it.
     """
-    from stadv_ref.sdp import _square_finite, lambda_max_certificate
+    from stadv_ref.reference.sdp import _square_finite, lambda_max_certificate
 
     S = _square_finite(S)
     return lambda_max_certificate(S, _top_eigenvalue(S))

@@ -1,4 +1,4 @@
-"""Numba kernel for the Section 4.1 mixing method (see :func:`stadv_ref.sdp.sdp_mixing_reference`).
+"""Numba kernel for the Section 4.1 mixing method (see :func:`stadv_ref.reference.sdp.sdp_mixing_reference`).
 
 The whole iteration loop runs compiled: the two matrix products per
 iteration are BLAS calls (``np.dot`` with ``out=``, no allocation), the row

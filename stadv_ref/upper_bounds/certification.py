@@ -1,0 +1,248 @@
+r"""Certification with the upper bounds (appendix 6.7, [E13]) and a strong flow attack to test it.
+
+Rule ([E13]). For an input ``x`` with label ``y`` and each class ``i != y``, the pair
+bound ``B_iy`` (per unit ``eps``, :func:`stadv_ref.upper_bounds.class_pair_bounds`)
+satisfies ``f_i(g(r; x)) - f_y(g(r; x)) <= f_i(x) - f_y(x) + eps B_iy`` for every
+``||M r|| <= eps``. So ``x`` is **certified** when
+
+.. math:: f_y(x) - f_i(x) > \varepsilon\, B_{iy}\quad \text{for all } i \ne y ,
+
+("if", not the printed "if and only if": the printed test ``max_i q_iy <= 0`` can never
+pass because every ``q_iy`` is positive). The 0/1 adversarial loss at ``eps`` is the
+fraction of points *not* certified. For a binary network (``f > 0`` is class 1) the
+rule is ``(2y - 1) f(x) > eps B``.
+
+Class-pair bounds are computed once per network and cached: in memory, keyed by a
+hash of the weights (``W``, ``V``, ``b``, image shape) and of every option that
+changes the bound; optionally also on disk (``cache_dir``) as ``.npz``.
+
+The strong attack the bounds are tested against is
+:func:`stadv_ref.attacks.flow_pgd.flow_pgd_attack`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from .._validate import check_budget, check_choice
+from ..network import OneHiddenLayerNet
+from .closed_form import METHODS, SOUND_METHODS, class_pair_bounds, input_constant
+
+__all__ = [
+    "CertificationResult",
+    "certify",
+    "pair_bounds_cached",
+    "clear_bound_cache",
+]
+
+_MEMORY_CACHE = {}
+
+
+# ---------------------------------------------------------------------------
+# Cached class-pair bounds
+# ---------------------------------------------------------------------------
+def _cache_key(net, method, options):
+    h = hashlib.sha256()
+    for a in (net.W, net.V, net.b):
+        arr = np.ascontiguousarray(a, dtype=np.float64)
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    h.update(json.dumps({"method": method, "image_shape": list(net.image_shape), **options},
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def clear_bound_cache():
+    """Empty the in-memory cache of class-pair bounds."""
+    _MEMORY_CACHE.clear()
+
+
+def pair_bounds_cached(net, method="sdp", *, input_range=(0.0, 1.0), padding="zeros", solver="mixing",
+                       gap_tol=1e-5, seed=0, cache=True, cache_dir=None, progress=True, **solver_options):
+    """:func:`stadv_ref.upper_bounds.class_pair_bounds` with in-memory and on-disk caching.
+
+    Returns
+    -------
+    bounds : ndarray, shape (K, K) (or (1, 1) for a binary network)
+        Per-unit-``eps`` bounds.
+    info : dict
+        ``{"key", "source" ("computed"|"memory"|"disk"), "time", "gaps", "how"}``.
+    """
+    options = {"input_range": [float(t) for t in input_range], "padding": padding, "solver": solver,
+               "gap_tol": float(gap_tol), "seed": int(seed), **solver_options}
+    key = _cache_key(net, method, options)
+    if cache and key in _MEMORY_CACHE:
+        b, info = _MEMORY_CACHE[key]
+        return b.copy(), dict(info, source="memory")
+    path = None
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(os.fspath(cache_dir), f"bounds-{method}-{key}.npz")
+        if cache and os.path.isfile(path):
+            with np.load(path, allow_pickle=False) as f:
+                b = f["bounds"].copy()
+                info = json.loads(str(f["info"]))
+            _MEMORY_CACHE[key] = (b, info)
+            return b.copy(), dict(info, source="disk")
+    t0 = time.perf_counter()
+    b, results = class_pair_bounds(net, method, input_range=input_range, padding=padding, solver=solver,
+                                   gap_tol=gap_tol, seed=seed, progress=progress, **solver_options)
+    gaps = [r.gap for r in results.values() if r.gap is not None]
+    info = {
+        "key": key,
+        "method": method,
+        "time": time.perf_counter() - t0,
+        "max_gap": max(gaps) if gaps else None,
+        "how": next(iter(results.values())).how,
+        "sound": method in SOUND_METHODS,
+        "winners": {f"{i},{y}": r.details.get("winner") for (i, y), r in results.items()
+                    if r.details.get("winner")},
+    }
+    if cache:
+        _MEMORY_CACHE[key] = (b.copy(), info)
+    if path is not None and cache:
+        np.savez(path, bounds=b, info=np.asarray(json.dumps(info)))
+    return b, dict(info, source="computed")
+
+
+# ---------------------------------------------------------------------------
+# certify
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class CertificationResult:
+    """Result of :func:`certify`.
+
+    Attributes
+    ----------
+    certified : ndarray of bool, shape (N,) or (E, N)
+        Per example (and per ``eps`` when several were given).
+    loss_01 : float or ndarray, shape (E,)
+        0/1 adversarial loss: the fraction of examples not certified.
+    eps : float or ndarray
+    method : str
+    sound : bool
+        Whether the bound used is proven (``False`` for the paper's naive bounds).
+    margins : ndarray, shape (N, K) (or (N,) binary)
+        ``f_y(x) - f_i(x)`` (``+inf`` at ``i = y``); binary: ``(2y - 1) f(x)``.
+    bounds : ndarray, shape (K, K)
+        Per-unit class-pair bounds ``B_iy``.
+    required : ndarray, shape (N, K)
+        ``B_iy`` for each example's label (the margin test is ``margins > eps * required``).
+    accuracy : float
+        Clean accuracy.
+    info : dict
+        Cache information and timings.
+    """
+
+    certified: np.ndarray
+    loss_01: object
+    eps: object
+    method: str
+    sound: bool
+    margins: np.ndarray
+    bounds: np.ndarray
+    required: np.ndarray
+    accuracy: float
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def certified_radius(self):
+        """Largest ``eps`` each example is certified for: ``min_i margin_i / B_iy`` (0 if misclassified)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(self.required > 0, self.margins / self.required, np.where(self.margins > 0, np.inf, 0.0))
+        rad = q.min(axis=-1) if q.ndim == 2 else q
+        return np.maximum(rad, 0.0)
+
+
+def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="zeros", solver="mixing",
+            gap_tol=1e-5, seed=0, cache=True, cache_dir=None, progress=True, **solver_options):
+    """Certify examples against every flow with ``||M r|| <= eps`` (appendix 6.7, [E13]).
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+    X : array_like, shape (N, H, W) or (N, d)
+    y : array_like of int, shape (N,)
+        Labels (``{0, 1}`` for a binary network).
+    eps : float or array_like of float
+        One budget or several (the bounds are computed once; the margin test is
+        repeated per ``eps``).
+    method : str
+        A method of :func:`stadv_ref.upper_bound` (not ``"linear"``).
+    input_range, padding, solver, gap_tol, seed, **solver_options
+        As in :func:`stadv_ref.upper_bound`. Every pixel of ``X`` must lie in
+        ``input_range``: the bounds hold only inside that box.
+    cache : bool
+        Use / fill the in-memory (and, with ``cache_dir``, on-disk) bound cache.
+    cache_dir : path, optional
+    progress : bool
+
+    Returns
+    -------
+    CertificationResult
+
+    Raises
+    ------
+    TypeError
+        If ``net`` is not a :class:`OneHiddenLayerNet`.
+    ValueError
+        If ``X`` is not finite or leaves ``input_range`` (a certificate for such an
+        image would be false), if ``y`` is not integer labels of the right shape and
+        range, or if ``eps``, ``method``, ``input_range`` or ``padding`` is invalid.
+    """
+    if not isinstance(net, OneHiddenLayerNet):
+        raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
+    check_choice("method", method, tuple(m for m in METHODS if m != "linear"))
+    input_constant(input_range, padding)  # validates input_range / padding
+    lo, hi = (float(t) for t in input_range)
+    scalar = np.ndim(eps) == 0
+    eps_arr = np.atleast_1d(np.asarray(eps, dtype=object))
+    if eps_arr.ndim != 1 or eps_arr.size == 0:
+        raise ValueError(f"eps must be a number or a 1-D sequence of numbers, got {eps!r}")
+    eps_arr = np.array([check_budget("eps", float(e) if isinstance(e, (np.floating, np.integer)) else e)
+                        for e in eps_arr])
+    Xf = net.flatten(X, "X")
+    if Xf.size and (Xf.min() < lo or Xf.max() > hi):
+        # The bounds hold only for images in the input box: an image outside it
+        # would get a certificate that a flow attack can break ([E7], issue #19).
+        raise ValueError(
+            f"X must lie in input_range=({lo:g}, {hi:g}); got values in [{Xf.min():g}, {Xf.max():g}] "
+            "(rescale the images, e.g. X / 255, or pass the input_range the network was trained on)")
+    y = np.asarray(y)
+    if y.shape != (Xf.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must be integer labels of shape ({Xf.shape[0]},), got shape {y.shape}, dtype {y.dtype}")
+    K = 2 if net.binary else net.n_classes
+    if y.size and (y.min() < 0 or y.max() >= K):
+        raise ValueError(f"y must hold labels in [0, {K})")
+    bounds, info = pair_bounds_cached(net, method, input_range=input_range, padding=padding, solver=solver,
+                                      gap_tol=gap_tol, seed=seed, cache=cache, cache_dir=cache_dir,
+                                      progress=progress, **solver_options)
+    out = net(Xf)
+    N = Xf.shape[0]
+    if net.binary:
+        margins = (2 * y - 1) * out
+        required = np.full(N, bounds[0, 0])
+        pred = (out > 0).astype(np.int64)
+        cert = margins[None, :] > eps_arr[:, None] * required[None, :]
+    else:
+        rows = np.arange(N)
+        margins = out[rows, y][:, None] - out
+        margins[rows, y] = np.inf
+        required = bounds[:, y].T.copy()  # required[n, i] = B_{i, y_n}
+        pred = out.argmax(axis=1)
+        cert = np.all(margins[None, :, :] > eps_arr[:, None, None] * required[None, :, :], axis=2)
+    loss = 1.0 - cert.mean(axis=1) if N else np.zeros(len(eps_arr))
+    if scalar:
+        cert, loss, eps_out = cert[0], float(loss[0]), float(eps_arr[0])
+    else:
+        eps_out = eps_arr
+    return CertificationResult(
+        certified=cert, loss_01=loss, eps=eps_out, method=method, sound=method in SOUND_METHODS,
+        margins=margins, bounds=bounds, required=required, accuracy=float(np.mean(pred == y)) if N else float("nan"),
+        info=info,
+    )
