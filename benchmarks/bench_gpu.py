@@ -130,7 +130,7 @@ def copy_bandwidth(nbytes=2 * 2**30, repeats=10):
     a = cupy.random.random(nbytes // 4, dtype=cupy.float32)
     b = cupy.empty_like(a)
     t, _ = gpu_median(lambda: b.__setitem__(Ellipsis, a), repeats)
-    del a, b
+    a = b = None  # free the device buffers
     cupy.get_default_memory_pool().free_all_blocks()
     return 2 * nbytes / t
 
@@ -202,7 +202,7 @@ def bench_warp(be, case, shape, repeats, peak, copy_bw, use_torch=True):
             res["speedup_vs_torch_fwd_bwd"] = res["torch"]["fwd_bwd_s"] / t_both
         except Exception as exc:
             res["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
-    del x, flow, g
+    x = flow = g = None  # free the device buffers
     cupy.get_default_memory_pool().free_all_blocks()
     return res
 
@@ -244,7 +244,7 @@ def _bench_torch(x, flow, g, repeats, be):
         "vjp_x_rel_diff": _rel(cupy.asnumpy(gx_c), gx_t.cpu().numpy()),
         "vjp_flow_rel_diff": _rel(cupy.asnumpy(gflow_c), gflow_t.cpu().numpy()),
     }
-    del xt, gt, grid, out_t, gx_t, gg_t
+    xt = gt = grid = out_t = gx_t = gg_t = None  # free the device buffers
     torch.cuda.empty_cache()
     return {"fwd_s": t_fwd, "fwd_bwd_s": t_fb, "torch_version": torch.__version__, "check": check}
 
