@@ -2,7 +2,12 @@
 
 * :mod:`.closed_form` -- :func:`upper_bound` (Eq. (16), Prop. 2's AABB, the sound and the paper's
   spectral / Frobenius bounds, ``"sdp"``, ``"tight"``) and :func:`class_pair_bounds`;
-* :mod:`.sdp` -- the SDP relaxation of Section 4.1, its solvers and rigorous dual certificates;
+* :mod:`.sdp` -- the SDP relaxation of Section 4.1: :func:`solve_sdp` (mixing method; cvxpy + SCS
+  reference in :mod:`.sdp_scs`), :class:`SDPResult` (:mod:`.sdp_result`);
+* :mod:`.sdp_dual` -- its weak-duality certificate (:func:`dual_bound`), the dual bound's gradient
+  (:func:`sdp_dual_gradient`, also used by the ``sdp`` training variant) and the bipartite
+  Cholesky certificate;
+* :mod:`.sdp_ellipsoid` -- :func:`solve_ellipsoid_sdp`, the tighter relaxation of ``"tight"``;
 * :mod:`.certification` -- :func:`certify` ([E13]) with cached class-pair bounds.
 """
 from __future__ import annotations
@@ -15,14 +20,15 @@ from .closed_form import (
     SOUND_METHODS,
     input_constant,
 )
-from .sdp import (
-    SDPResult,
-    solve_sdp,
-    solve_ellipsoid_sdp,
+from .sdp import solve_sdp, sdp_primal_lower
+from .sdp_result import SDPResult
+from .sdp_ellipsoid import solve_ellipsoid_sdp
+from .sdp_dual import (
     bipartite_matrix,
     dual_bound,
     dual_bound_and_grad,
-    sdp_primal_lower,
+    sdp_dual_gradient,
+    DualGradient,
     lambda_max_upper,
     default_rank,
 )
@@ -34,4 +40,4 @@ from .certification import (
 )
 from ..network import LinearClassifier
 
-__all__ = ["UpperBoundResult", "upper_bound", "class_pair_bounds", "METHODS", "SOUND_METHODS", "input_constant", "SDPResult", "solve_sdp", "solve_ellipsoid_sdp", "bipartite_matrix", "dual_bound", "dual_bound_and_grad", "sdp_primal_lower", "lambda_max_upper", "default_rank", "CertificationResult", "certify", "pair_bounds_cached", "clear_bound_cache", "LinearClassifier"]
+__all__ = ["UpperBoundResult", "upper_bound", "class_pair_bounds", "METHODS", "SOUND_METHODS", "input_constant", "SDPResult", "solve_sdp", "solve_ellipsoid_sdp", "bipartite_matrix", "dual_bound", "dual_bound_and_grad", "sdp_dual_gradient", "DualGradient", "sdp_primal_lower", "lambda_max_upper", "default_rank", "CertificationResult", "certify", "pair_bounds_cached", "clear_bound_cache", "LinearClassifier"]

@@ -29,7 +29,7 @@ valid for ReLU) and ``K``:
 * ``"sdp"``, Section 4.1: box + SDP relaxation,
   ``max_{||z||_inf <= 1} z^T P z = 2 max s^T A t``, so ``l_adv <= (C/2) eps SDP(P)``
   (``eps SDP(P)`` for ``[0,1]``, ``2 eps SDP(P)`` for ``[-1,1]``), certified by the
-  dual inequality (:mod:`stadv_ref.sdp`).
+  dual inequality (:mod:`stadv_ref.upper_bounds.sdp_dual`).
 * ``"spectral"`` (sound): ``s^T B u <= ||diag(v) s||_2 ||W||_2 ||u||_2`` and
   ``||u||_2 <= ||r||_2 <= 1/sqrt(lambda_min(L))``:
   ``C eps ||W||_2 ||v||_2 / sqrt(lambda_min(L))``.
@@ -40,7 +40,7 @@ valid for ReLU) and ``K``:
   (``sound=False``; a checkerboard construction breaks them).
 * ``"tight"`` (beyond the paper): three sound ingredients, the smallest is reported:
 
-  1. the *ellipsoid SDP* (:func:`stadv_ref.sdp.solve_ellipsoid_sdp`): the SDP
+  1. the *ellipsoid SDP* (:func:`stadv_ref.upper_bounds.solve_ellipsoid_sdp`): the SDP
      relaxation over ``K`` itself instead of its bounding box, with ``s in [0, 1]^m``
      (``s = (z0 + s')/2`` homogenised: ``B`` gets the extra row ``1^T B`` and the
      value halves): ``l_adv <= C eps ESDP([1^T B; B]) / 4``;
@@ -49,7 +49,7 @@ valid for ReLU) and ``K``:
   3. the spectral bound.
 
   ESDP is provably ``<=`` the box SDP value and the spectral value (see
-  :func:`stadv_ref.sdp.solve_ellipsoid_sdp`); ``tight <= sdp`` is additionally
+  :func:`stadv_ref.upper_bounds.solve_ellipsoid_sdp`); ``tight <= sdp`` is additionally
   *enforced*: a feasible box-SDP point's value (a lower bound on ``SDP(P)``) is
   computed and, should the certified ellipsoid value not be below it, the
   certified box SDP enters the minimum. For a linear classifier the chain's
@@ -70,11 +70,14 @@ import math
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_positive_int
+from .._validate import check_budget, check_choice, check_input_range, check_positive_int
 from ..network import LinearClassifier, OneHiddenLayerNet
 from ..operators import aabb_radii, m_power, smoothness_operator
-from .sdp import SDPResult, sdp_primal_lower, solve_ellipsoid_sdp, solve_sdp
+from .sdp import sdp_primal_lower, solve_sdp
+from .sdp_ellipsoid import solve_ellipsoid_sdp
+from .sdp_result import SDPResult
 
 __all__ = [
     "UpperBoundResult",
@@ -382,11 +385,7 @@ def class_pair_bounds(net, method="sdp", *, input_range=(0.0, 1.0), padding="zer
     pairs = [(i, y) for i in range(K) for y in range(i + 1, K)]
     bounds = np.zeros((K, K))
     results = {}
-    it = pairs
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(pairs, desc=f"class-pair bounds ({method})", leave=False)
+    it = tqdm(pairs, desc=f"class-pair bounds ({method})", leave=False) if progress else pairs
     for i, y in it:
         r = upper_bound(net, 1.0, method, classes=(i, y), input_range=input_range, padding=padding,
                         solver=solver, gap_tol=gap_tol, max_iter=max_iter, seed=seed, **solver_options)
