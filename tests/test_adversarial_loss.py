@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _checks import fd_check
 from conftest import seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,8 +73,7 @@ def test_flow_gradient_matches_finite_differences(seed, H, W, m, K, untied, padd
     h = min(h, 1e-4)
     if h == 0:
         return
-    fd = (f(warp(x, flow + h * delta, padding)) - f(warp(x, flow - h * delta, padding))) / (2 * h)
-    np.testing.assert_allclose((g * delta).sum(axis=(1, 2, 3)), fd, rtol=1e-5, atol=1e-7)
+    fd_check(lambda fl: f(warp(x, fl, padding)), g, flow, direction=delta, eps=h, rtol=1e-5, atol=1e-7, batch=True)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)

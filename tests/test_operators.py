@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+from _checks import dottest
 from conftest import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -70,12 +71,12 @@ def test_m_power_matches_dense(k, seed, N, H, W, untied):
 @SETTINGS
 @given(seed=seeds, H=sizes, W=sizes, k=st.sampled_from(M_POWERS))
 def test_m_powers_are_symmetric_adjoint_test(seed, H, W, k):
-    """M^k is symmetric: <M^k a, b> = <a, M^k b> ([E4]: M^-1 = M^-T)."""
+    """M^k is symmetric: <M^k a, b> = <a, M^k b> ([E4]: M^-1 = M^-T); its adjoint is the dense L^(k/2)."""
     rng = np.random.default_rng(seed)
-    a, b = rng.normal(size=(2, 1, H, W))
-    lhs = np.vdot(m_power(a, k, backend=BE), b)
-    rhs = np.vdot(a, m_power(b, k, backend=BE))
-    assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+    mp = lambda a: m_power(a, k, backend=BE)  # noqa: E731
+    dottest(mp, mp, (1, H, W), (1, H, W), rng, rtol=1e-10)
+    D = dense_smoothness_power(H, W, k / 2)
+    dottest(mp, lambda b: (b.reshape(-1, H * W) @ D).reshape(b.shape), (2, H, W), (2, H, W), rng, rtol=1e-9)
 
 
 @SETTINGS

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
+from _checks import difference_quotient, dottest, fd_check
 from conftest import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -48,6 +49,9 @@ def test_neighbor_matrices_are_one_hot_rows_of_existing_neighbours(H, W):
     # top and bottom (left and right) are transposes of each other
     np.testing.assert_array_equal(mats.top.T.toarray(), mats.bottom.toarray())
     np.testing.assert_array_equal(mats.left.T.toarray(), mats.right.toarray())
+    rng = np.random.default_rng(H * 100 + W)
+    for A, AT in ((mats.top, mats.bottom), (mats.left, mats.right)):
+        dottest(lambda x: A @ x, lambda y: AT @ y, (H * W,), (H * W,), rng, rtol=1e-12)
 
 
 @SETTINGS
@@ -63,6 +67,11 @@ def test_L_is_sum_of_neighbour_terms_and_a_kronecker_sum(H, W):
     np.testing.assert_allclose(L.toarray(), want, atol=0)
     kron = np.kron(path_matrix(H), np.eye(W)) + np.kron(np.eye(H), path_matrix(W))
     np.testing.assert_allclose(L.toarray(), kron, atol=0)
+    # L = M^T M with M = the stacked (I - M(k)): the sparse L against M^T M applied term by term
+    Isp = sp.identity(H * W, format="csr")
+    D = [Isp - Mk for Mk in neighbor_matrices(H, W)]
+    dottest(lambda x: L @ x, lambda y: sum(Dk.T @ (Dk @ y) for Dk in D), (H * W,), (H * W,),
+            np.random.default_rng(H * 100 + W), rtol=1e-12)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 6])
@@ -163,10 +172,17 @@ def test_flow_tv_grad_matches_finite_differences(seed, N, H, W):
     for n in range(N):
         for k in range(2):
             np.testing.assert_allclose(g[n, k].ravel(), 2 * L @ flow[n, k].ravel(), atol=1e-12)
-    h = 1e-5
-    delta = rng.normal(size=flow.shape)
-    fd = (flow_tv(flow + h * delta, backend=BE) - flow_tv(flow - h * delta, backend=BE)) / (2 * h)
-    np.testing.assert_allclose((g * delta).sum(axis=(1, 2, 3)), fd, rtol=1e-6, atol=1e-6)
+    fd_check(lambda f: flow_tv(f, backend=BE), g, flow, rng, eps=1e-5, rtol=1e-6, atol=1e-6, batch=True)
+
+
+@SETTINGS
+@given(seed=seeds, N=st.integers(1, 3), H=sizes, W=sizes)
+def test_flow_tv_grad_is_2L_dot_product_test(seed, N, H, W):
+    """flow_tv_grad is the linear map 2 L (per flow component): <grad(x), y> = <x, 2 L y>."""
+    rng = np.random.default_rng(seed)
+    L = smoothness_matrix(H, W)
+    two_L = lambda y: 2 * (y.reshape(-1, H * W) @ L.T).reshape(y.shape)  # noqa: E731
+    dottest(lambda x: flow_tv_grad(x, backend=BE), two_L, (N, 2, H, W), (N, 2, H, W), rng, rtol=1e-12)
 
 
 def test_flow_tv_float32():
@@ -232,18 +248,14 @@ def test_stadv_flow_loss_gradient_matches_finite_differences(neighborhood, paddi
     flow = rng.normal(size=(N, 2, H, W))
     _, grad = stadv_flow_loss(flow, eps, neighborhood, padding, backend=BE)
     h = 1e-6
-    delta = rng.normal(size=flow.shape)
-    vp, _ = stadv_flow_loss(flow + h * delta, eps, neighborhood, padding, backend=BE)
-    vm, _ = stadv_flow_loss(flow - h * delta, eps, neighborhood, padding, backend=BE)
-    fd = (vp - vm) / (2 * h)
-    np.testing.assert_allclose((grad * delta).sum(axis=(1, 2, 3)), fd, rtol=1e-5, atol=1e-6)
+    value = lambda f: stadv_flow_loss(f, eps, neighborhood, padding, backend=BE)[0]  # noqa: E731
+    fd_check(value, grad, flow, rng, eps=h, rtol=1e-5, atol=1e-6, batch=True)
     # coordinate-wise on a few entries
     for _ in range(3):
         idx = tuple(int(rng.integers(s)) for s in flow.shape)
         e = np.zeros_like(flow)
-        e[idx] = h
-        fd_i = (stadv_flow_loss(flow + e, eps, neighborhood, padding, backend=BE)[0]
-                - stadv_flow_loss(flow - e, eps, neighborhood, padding, backend=BE)[0])[idx[0]] / (2 * h)
+        e[idx] = 1.0
+        fd_i = difference_quotient(lambda t: value(flow + t * e)[idx[0]], -h, h)
         assert grad[idx] == pytest.approx(fd_i, rel=1e-5, abs=1e-6)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from _checks import difference_quotient, dottest, fd_check
 from conftest import SETTINGS, seeds
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -53,18 +54,13 @@ def _images_and_flow(seed, N, C, H, W, make_flow=_flow, **flow_kw):
     return rng, x, make_flow(rng, N, H, W, **flow_kw)
 
 
-def _quotient(f, lo, hi):
-    """Difference quotient ``(f(hi) - f(lo)) / (hi - lo)``."""
-    return (f(hi) - f(lo)) / (hi - lo)
-
-
 def _assert_vjp_flow_by_components(vjp, x, flow, gout, padding, lo, hi, atol):
     """Entry by entry: output pixel i depends on (du_i, dv_i) only, so moving a whole flow
     component by ``s`` in ``[lo, hi]`` gives all its partial derivatives at once."""
     for comp in (0, 1):
         e = np.zeros_like(flow)
         e[:, comp] = 1.0
-        d = _quotient(lambda s: warp(x, flow + s * e, padding, backend=BE), lo, hi)
+        d = difference_quotient(lambda s: warp(x, flow + s * e, padding, backend=BE), lo, hi)
         np.testing.assert_allclose(vjp[:, comp], (gout * d).sum(axis=1), atol=atol)
 
 
@@ -214,17 +210,25 @@ def test_warp_matrix_agrees_with_warp(seed, H, W, padding, integer):
 def test_warp_vjp_x_dot_product_test(seed, N, C, H, W, padding, integer):
     """<G x, y> = <x, G^T y> (adjoint test), and G^T y equals the sparse matrix transpose."""
     rng = np.random.default_rng(seed)
-    x, y = rng.normal(size=(2, N, C, H, W))
     flow = _flow(rng, N, H, W, integer=integer)
-    Gx = warp(x, flow, padding, backend=BE)
+    _, y = dottest(lambda x: warp(x, flow, padding, backend=BE), lambda y: warp_vjp_x(flow, y, padding, backend=BE),
+                   (N, C, H, W), (N, C, H, W), rng)
     GTy = warp_vjp_x(flow, y, padding, backend=BE)
-    assert GTy.shape == y.shape
-    lhs, rhs = np.vdot(Gx, y), np.vdot(x, GTy)
-    assert abs(lhs - rhs) <= 1e-10 * (1 + abs(lhs))
     G = warp_matrix(flow[0], padding)
     np.testing.assert_allclose(GTy[0, 0].ravel(), G.T @ y[0, 0].ravel(), atol=1e-12)
     # (N, H, W) grad_out gives the (N, H, W) adjoint
     np.testing.assert_allclose(warp_vjp_x(flow, y[:, 0], padding, backend=BE), GTy[:, 0], atol=1e-14)
+
+
+@SETTINGS
+@given(seed=seeds, H=sizes, W=sizes, padding=st.sampled_from(PADDINGS), integer=st.booleans())
+def test_warp_matrix_dot_product_test(seed, H, W, padding, integer):
+    """The sparse G of warp_matrix and the adjoint warp warp_vjp_x: <G x, y> = <x, G^T y>."""
+    rng = np.random.default_rng(seed)
+    flow = _flow(rng, 1, H, W, integer=integer)
+    G = warp_matrix(flow[0], padding)
+    dottest(lambda x: (G @ x.ravel()).reshape(H, W), lambda y: warp_vjp_x(flow, y[None], padding, backend=BE)[0],
+            (H, W), (H, W), rng)
 
 
 @_nchw_property(n_max=2)
@@ -236,9 +240,7 @@ def test_warp_vjp_flow_matches_central_differences(seed, N, C, H, W, padding):
     assert vjp.shape == (N, 2, H, W)
     h = 1e-6
     # directional derivative along a random direction
-    delta = rng.normal(size=flow.shape)
-    fd = _quotient(lambda s: np.vdot(gout, warp(x, flow + s * delta, padding, backend=BE)), -h, h)
-    assert abs(np.vdot(vjp, delta) - fd) <= 1e-6 * (1 + abs(fd))
+    fd_check(lambda fl: np.vdot(gout, warp(x, fl, padding, backend=BE)), vjp, flow, rng, eps=h, rtol=1e-6, atol=1e-6)
     # and entry by entry (central differences)
     _assert_vjp_flow_by_components(vjp, x, flow, gout, padding, -h, h, atol=1e-6)
 
@@ -304,9 +306,9 @@ def test_tied_jacobian_diag_matches_finite_differences(seed, N, C, H, W, padding
     paper = tied_jacobian_diag(x, r, padding, "paper", backend=BE)
     assert correct.shape == x.shape and paper.shape == x.shape
     # x~_i depends on r_i only, so perturbing every r_i at once gives the diagonal
-    fd = _quotient(lambda s: warp(x, tied(r + s), padding, backend=BE), -h, h)
+    fd = difference_quotient(lambda s: warp(x, tied(r + s), padding, backend=BE), -h, h)
     np.testing.assert_allclose(correct, fd, atol=1e-6)
-    fd_du = _quotient(lambda s: warp(x, np.stack([r + s, r], axis=1), padding, backend=BE), -h, h)
+    fd_du = difference_quotient(lambda s: warp(x, np.stack([r + s, r], axis=1), padding, backend=BE), -h, h)
     np.testing.assert_allclose(paper, fd_du, atol=1e-6)
     # "correct" = du term + dv term, both from the VJP with a one-hot cotangent per pixel
     x4 = x if channels else x[:, None]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _checks import fd_check
+
 import stadv_ref
 from stadv_ref.attacks import STADV_CODE_OPTIONS, StadvObjective, stadv_attack, stadv_objective
 
@@ -62,14 +64,9 @@ def test_objective_gradient_matches_finite_differences(setup, options):
     tau = 0.05
     val, grad = stadv_objective(net, X, y, flow, tau, **options)
     assert val.shape == (X.shape[0],) and grad.shape == flow.shape
-    for trial in range(3):
-        d = rng.standard_normal(flow.shape)
-        h = 1e-6
-        fp, _ = stadv_objective(net, X, y, flow + h * d, tau, **options)
-        fm, _ = stadv_objective(net, X, y, flow - h * d, tau, **options)
-        fd = (fp - fm) / (2 * h)
-        an = (grad * d).sum(axis=(1, 2, 3))
-        np.testing.assert_allclose(an, fd, rtol=1e-5, atol=1e-6)
+    for _ in range(3):
+        fd_check(lambda fl: stadv_objective(net, X, y, fl, tau, **options)[0], grad, flow, rng,
+                 eps=1e-6, rtol=1e-5, atol=1e-6, batch=True)
 
 
 def test_objective_parts(setup):
