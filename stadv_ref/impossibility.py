@@ -1,7 +1,7 @@
-"""Deprecated import path: re-exports :mod:`stadv_ref.lower_bounds.attack` (the module moved there in the layered tree)."""
+"""Deprecated import path: re-exports :mod:`stadv_ref.lower_bounds` (the module moved there in the layered tree)."""
 from __future__ import annotations
 
-from .lower_bounds.attack import (  # noqa: F401
+from .lower_bounds import (  # noqa: F401
     lower_bound_attack,
     linear_lower_bound_attack,
     LowerBoundResult,

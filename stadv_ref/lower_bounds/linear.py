@@ -15,9 +15,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg as spla
 
-from .._validate import as_float_array
 from ..backend import get_backend
-from ..network import as_linear_weights
 from ..operators import m_power
 
 __all__ = ["theorem2_operator", "theorem2_input"]

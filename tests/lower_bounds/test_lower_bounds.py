@@ -1,16 +1,20 @@
-"""Tests of Theorems 1-2 and Algorithms 1-2 (stadv_ref.impossibility, issue 3)."""
+"""Tests of Theorems 1-2 and Algorithms 1-2 (stadv_ref.lower_bounds, issue 3)."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 import pytest
+from _checks import dottest
 
 import stadv_ref
-from stadv_ref.lower_bounds import core
-from stadv_ref.impossibility import theorem1_input
+from stadv_ref.lower_bounds import theorem1_input
+from stadv_ref.lower_bounds.flows import ellipsoid_argmax, partial_adjoint, partial_apply
+from stadv_ref.lower_bounds.linear import theorem2_operator
+from stadv_ref.lower_bounds.objectives import LinearObjective, NetObjective, probe
 from stadv_ref.adversarial_loss import adv_loss_exact, adv_loss_linearized, adv_loss_path_integral
 from stadv_ref.operators import dense_smoothness_power, smoothness_norm
+
 
 def _net(seed, m, H, W=None, K=None, bias=False):
     W = H if W is None else W
@@ -49,15 +53,33 @@ def test_partial_derivatives_match_tied_jacobian():
     r = rng.normal(0, 1.5, (3, 4, 5))
     r[0, 0, 0] = 0.0  # integer position: right derivative
     flows = np.stack([r, r], axis=1)
-    ju = core.partial_apply(x, flows, 0)
-    jv = core.partial_apply(x, flows, 1)
+    ju = partial_apply(x, flows, 0)
+    jv = partial_apply(x, flows, 1)
     np.testing.assert_allclose(ju + jv, stadv_ref.tied_jacobian_diag(x, r), atol=1e-13)
     np.testing.assert_allclose(ju, stadv_ref.tied_jacobian_diag(x, r, variant="paper"), atol=1e-13)
-    w = rng.normal(size=x.shape)
-    for ax, j in ((0, ju), (1, jv)):
-        lhs = (w * j).sum()
-        rhs = (core.partial_adjoint(flows, w, ax) * x).sum()
-        assert abs(lhs - rhs) < 1e-12
+    for ax in (0, 1):  # partial_adjoint is the adjoint in x of partial_apply
+        dottest(lambda z: partial_apply(z, flows, ax), lambda w: partial_adjoint(flows, w, ax), x.shape, x.shape,
+                rng, rtol=1e-12)
+
+
+def test_theorem2_operator_is_symmetric():
+    """B = diag(v) M^-2 diag(v) of Theorem 2 (matrix-free): <B x, y> = <x, B y>, and B = its dense form."""
+    rng = np.random.default_rng(5)
+    v = rng.standard_normal((4, 5))
+    op = theorem2_operator(v)
+    dottest(op.matvec, op.rmatvec, (20,), (20,), rng, rtol=1e-12)
+    B = np.diag(v.ravel()) @ dense_smoothness_power(4, 5, -1) @ np.diag(v.ravel())
+    np.testing.assert_allclose(op.matvec(np.eye(20)[3]), B[:, 3], rtol=1e-10, atol=1e-12)
+
+
+def test_compat_import_paths():
+    """The pre-split module paths re-export the same objects."""
+    from stadv_ref import impossibility
+    from stadv_ref.lower_bounds import core, flows, objectives
+
+    assert core.probe is objectives.probe and core.partial_adjoint is flows.partial_adjoint
+    assert impossibility.theorem1_input is theorem1_input
+    assert impossibility.LowerBoundResult is stadv_ref.LowerBoundResult
 
 
 @pytest.mark.parametrize("tied,jac", [(True, "correct"), (True, "paper"), (False, "correct")])
@@ -66,18 +88,18 @@ def test_x_coefficients_are_the_exact_linear_form(tied, jac):
     rng = np.random.default_rng(2)
     H, W = 3, 4
     v = rng.standard_normal((H, W))
-    obj = core.LinearObjective(v)
+    obj = LinearObjective(v)
     flow2 = rng.normal(0, 1.0, (2, H, W))
     if tied:
         flow2[1] = flow2[0]
     x = rng.uniform(-1, 1, (H, W))
-    alpha, s, mid = core.probe(obj, x, flow2, 5, tied, jac)
+    alpha, s, mid = probe(obj, x, flow2, 5, tied, jac)
     assert abs(float((alpha * x).sum()) - mid) < 1e-12
     grad = np.zeros(H * W)
     for j in range(H * W):
         e = np.zeros(H * W)
         e[j] = 1.0
-        grad[j] = core.probe(obj, e.reshape(H, W), flow2, 5, tied, jac, want_alpha=False)[2]
+        grad[j] = probe(obj, e.reshape(H, W), flow2, 5, tied, jac, want_alpha=False)[2]
     np.testing.assert_allclose(alpha.ravel(), grad, atol=1e-12)
 
 
@@ -86,8 +108,8 @@ def test_midpoint_matches_path_integral_and_alpha():
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (4, 4))
     r = rng.normal(0, 0.8, (4, 4))
-    obj = core.NetObjective(net)
-    alpha, s, mid = core.probe(obj, x, np.stack([r, r]), 9, True, "correct")
+    obj = NetObjective(net)
+    alpha, s, mid = probe(obj, x, np.stack([r, r]), 9, True, "correct")
     ref = float(adv_loss_path_integral(net, x[None], r[None], n=9)[0])
     assert abs(mid - ref) < 1e-10
     assert abs(float((alpha * x).sum()) - mid) < 1e-10
@@ -96,7 +118,7 @@ def test_midpoint_matches_path_integral_and_alpha():
 def test_ellipsoid_argmax_is_the_maximiser():
     rng = np.random.default_rng(4)
     s = rng.standard_normal((3, 5))
-    r, val = core.ellipsoid_argmax(s, 2.0)
+    r, val = ellipsoid_argmax(s, 2.0)
     Linv = dense_smoothness_power(3, 5, -1)
     assert abs(val - 2.0 * np.sqrt(s.ravel() @ Linv @ s.ravel())) < 1e-10
     assert abs(float(smoothness_norm(r[None])[0]) - 2.0) < 1e-10
@@ -271,12 +293,12 @@ def test_paper_jacobian_option_runs():
     b = stadv_ref.lower_bound_attack(net, 1.0, max_iter=5)
     _check_feasible(a)
     assert a.jacobian == "paper" and a.theorem_value == b.theorem_value
-    obj = core.NetObjective(net)
+    obj = NetObjective(net)
     f2 = np.stack([b.init_flow, b.init_flow])
     u = stadv_ref.lower_bound_attack(net, 1.0, max_iter=2, flow="untied", jacobian="paper")
     assert any("concerns tied flows only" in n for n in u.notes)
-    m_paper = core.probe(obj, b.init_x, f2, 16, True, "paper", want_alpha=False)[2]
-    m_corr = core.probe(obj, b.init_x, f2, 16, True, "correct", want_alpha=False)[2]
+    m_paper = probe(obj, b.init_x, f2, 16, True, "paper", want_alpha=False)[2]
+    m_corr = probe(obj, b.init_x, f2, 16, True, "correct", want_alpha=False)[2]
     assert m_paper != pytest.approx(m_corr)
 
 
