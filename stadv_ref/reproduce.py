@@ -9,17 +9,21 @@ from .experiments.pipeline import (  # noqa: F401
     Config,
     quick_config,
     full_config,
+    Step,
     STEPS,
+    STEP_NAMES,
     reproduce,
     lower_bound_curve,
     certify_curve,
     attack_curve,
+    soundness_spot_check,
     plot_lower_bound,
     plot_samples,
     plot_convergence,
     plot_certify,
     plot_attack,
+    plot_training,
     export_docs,
 )
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_savefig", "atomic_savez", "Config", "quick_config", "full_config", "STEPS", "reproduce", "lower_bound_curve", "certify_curve", "attack_curve", "plot_lower_bound", "plot_samples", "plot_convergence", "plot_certify", "plot_attack", "export_docs"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_savefig", "atomic_savez", "Config", "quick_config", "full_config", "Step", "STEPS", "STEP_NAMES", "reproduce", "lower_bound_curve", "certify_curve", "attack_curve", "soundness_spot_check", "plot_lower_bound", "plot_samples", "plot_convergence", "plot_certify", "plot_attack", "plot_training", "export_docs"]

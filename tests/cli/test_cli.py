@@ -386,6 +386,9 @@ def test_reproduce_runs_every_step_then_resumes(tmp_path, fake_mnist, monkeypatc
     report = (out / "report.md").read_text()
     for heading in ("Figure 2", "Figure 4", "Figure 5", "Figure 11", "Figure 6", "paper's claim"):
         assert heading in report
+    spot = json.loads((out / "fig11" / "fig11.json").read_text())["summary"]["spot_check"]
+    assert spot["network"] == "nt" and spot["points"] and not any(p["flipped"] for p in spot["points"])
+    assert "a certified point cannot be attacked" in report and "median margin" in report
     before = _markers(out)
 
     # 1) nothing missing: every step is skipped
@@ -442,6 +445,7 @@ def test_reproduce_cli_uses_the_preset_and_resumes(tmp_path, fake_mnist, capsys,
     rc, stdout, err = _run(capsys, *args)
     assert rc == 0, err
     assert "[fig2]" in stdout and "[fig4] done" in stdout and (out / "fig4" / "fig4_convergence.png").is_file()
+    assert f"fig4 -> {out / 'fig4'}: fig4.json, fig4_convergence.png" in stdout and "report ->" not in stdout
     rc, stdout, _ = _run(capsys, *args)
     assert rc == 0 and "[fig4] outputs exist, skipped" in stdout and "ran 0 step(s)" in stdout
 

@@ -1,0 +1,203 @@
+"""What every ``stadv`` subcommand shares: argument types, errors, models, data and output.
+
+* :class:`CLIError` (one line on stderr, exit status 1) and :class:`_Parser` (usage errors: one line,
+  exit status 2);
+* argument types :func:`_nonneg_float`, :func:`_pos_int`, :func:`_option` (``KEY=VALUE``);
+* :func:`load_model` (a model ``.npz``) and :func:`load_data` (``--data FILE.npz`` or MNIST), both
+  validated with one clear error;
+* the output directory (:func:`_out_dir`), JSON results (:func:`_write_json`) and summary lines
+  (:func:`_say`).
+
+The model and data formats are described in :mod:`stadv_ref.cli`'s docstring.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write_json
+from ..data import load_mnist
+from ..network import OneHiddenLayerNet
+
+PROG = "stadv"
+
+
+class CLIError(ValueError):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------
+# Argument types
+# ---------------------------------------------------------------------------
+def _nonneg_float(name):
+    def parse(text):
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(x) or x < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be finite and >= 0, got {text!r}")
+        return x
+
+    parse.__name__ = name
+    return parse
+
+
+def _pos_int(name, minimum=1):
+    def parse(text):
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {n}")
+        return n
+
+    parse.__name__ = name
+    return parse
+
+
+def _option(text):
+    """``KEY=VALUE`` with VALUE parsed as JSON when possible (numbers, true/false), else a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option must look like KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        v = json.loads(v)
+    except ValueError:
+        pass
+    return k.strip(), v
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+def _out_dir(args, default):
+    out = Path(args.out if args.out else default)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _progress(args):
+    return not getattr(args, "no_progress", False)
+
+
+def load_model(path):
+    """Load a model ``.npz`` (:mod:`stadv_ref.cli`'s docstring); one clear error when missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model file {str(p)!r} does not exist")
+    return OneHiddenLayerNet.load(p, with_metadata=True)
+
+
+def load_data(args, image_shape=None):
+    """Images and labels from ``--data FILE.npz`` or MNIST (``--data-dir``, ``--split``, ``--n``, ``--offset``).
+
+    Returns
+    -------
+    X : ndarray, shape (N, H, W), float64
+    y : ndarray, shape (N,), int64
+    source : str
+    """
+    n = getattr(args, "n", None)
+    offset = getattr(args, "offset", 0) or 0
+    if getattr(args, "data", None):
+        p = Path(args.data)
+        if not p.is_file():
+            raise FileNotFoundError(f"data file {str(p)!r} does not exist")
+        try:
+            with np.load(p, allow_pickle=False) as f:
+                missing = [k for k in ("X", "y") if k not in f.files]
+                if missing:
+                    raise CLIError(f"data file {str(p)!r} lacks the arrays {missing} (needs X and y)")
+                X, y = f["X"], f["y"]
+        except CLIError:
+            raise
+        except ValueError as exc:
+            raise CLIError(f"data file {str(p)!r} is not a valid .npz without pickles ({exc})") from exc
+        except OSError as exc:
+            raise CLIError(f"cannot read data file {str(p)!r}: {exc}") from exc
+        X = X[offset:]
+        y = y[offset:]
+        if n is not None:
+            X, y = X[:n], y[:n]
+        source = str(p)
+    else:
+        limit = None if n is None else offset + n
+        X, y = load_mnist(getattr(args, "split", "test"), data_dir=getattr(args, "data_dir", None), limit=limit)
+        X, y = X[offset:], y[offset:]
+        source = f"MNIST {getattr(args, 'split', 'test')} [{offset}:{offset + len(y)}]"
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.dtype.kind not in "fiub":
+        raise CLIError(f"X must be numeric, got dtype {X.dtype}")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise CLIError(f"y must be a 1-d integer array, got shape {y.shape} dtype {y.dtype}")
+    if X.shape[0] != y.shape[0]:
+        raise CLIError(f"X has {X.shape[0]} examples but y has {y.shape[0]}")
+    if X.shape[0] == 0:
+        raise CLIError("no examples selected (check --n / --offset)")
+    X = X.astype(np.float64)
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise CLIError("X contains NaN or inf")
+    if image_shape is not None:
+        H, W = image_shape
+        if X.ndim == 2 and X.shape[1] == H * W:
+            X = X.reshape(-1, H, W)
+        if X.shape[1:] != (H, W):
+            raise CLIError(f"X has images of shape {X.shape[1:]}, the model expects {H}x{W}")
+    elif X.ndim == 2:
+        s = int(round(math.sqrt(X.shape[1])))
+        if s * s != X.shape[1]:
+            raise CLIError(f"X has {X.shape[1]} features, not a square image; save X as (N, H, W)")
+        X = X.reshape(-1, s, s)
+    if X.ndim != 3:
+        raise CLIError(f"X must have shape (N, H, W) or (N, d), got {X.shape}")
+    return X, y.astype(np.int64), source
+
+
+def _labels_fit(net, y):
+    if not net.binary and (y.min() < 0 or y.max() >= net.n_classes):
+        raise CLIError(f"labels must be in [0, {net.n_classes}) for this model, got range [{y.min()}, {y.max()}]")
+
+
+def _model_and_out(args, name, *, multiclass=None):
+    """``--model`` and the command's output directory (``--out``, default ``stadv-out/NAME``).
+
+    ``multiclass``: for a command that needs a multi-class model, the error message for a
+    binary one (raised before the output directory is made).
+    """
+    net, _ = load_model(args.model)
+    if multiclass and net.binary:
+        raise CLIError(multiclass)
+    return net, _out_dir(args, Path("stadv-out") / name)
+
+
+def _labelled_data(args, net):
+    """The data options' images and labels for ``net`` (:func:`load_data`), labels checked against its classes."""
+    X, y, source = load_data(args, net.image_shape)
+    _labels_fit(net, y)
+    return X, y, source
+
+
+def _write_json(path, obj):
+    atomic_write_json(path, obj)
+    return path
+
+
+def _say(args, msg):
+    if not getattr(args, "quiet", False):
+        print(msg)

@@ -1,0 +1,219 @@
+r"""The experiments behind the figures, one curve per network: shared by ``stadv reproduce`` and the CLI.
+
+* :func:`lower_bound_curve` -- Theorem 1 and Algorithm 1 (Eqs. (6)-(8), [E8], [E10]) for every budget
+  ``eps`` (Fig. 2), with the per-iteration data of Fig. 4 (:func:`_convergence`);
+* :func:`certify_curve` -- the 0/1 adversarial loss from an upper bound (Section 4.1, appendix 6.7,
+  the [E13] margin rule) per budget (Figs. 5 and 11);
+* :func:`soundness_spot_check` -- the projected-gradient flow attack on certified test points at
+  their certified radius: no certified point may be flipped;
+* :func:`attack_curve` -- stAdv success rate and adversarial accuracy per ``tau`` (Fig. 6).
+
+Each returns a JSON-ready dict (lists over the budgets); the plots are in :mod:`.plots`.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..adversarial_loss import cw_margin
+from ..attacks import flow_pgd_attack, stadv_attack
+from ..lower_bounds import lower_bound_attack
+from ..upper_bounds import certify
+
+__all__ = ["lower_bound_curve", "certify_curve", "soundness_spot_check", "attack_curve"]
+
+_LB_FIELDS = ("exact_loss", "theorem_value", "theorem_exact_loss", "linearized_loss", "midpoint_loss",
+              "init_exact_loss", "flow_norm", "x_inf_norm", "cycle_detected", "converged", "n_outer", "y", "classes")
+
+
+def lower_bound_curve(net, eps_list, *, flow="tied", max_iter=30, n=16, n_restarts=0, seed=0, y=None,
+                      classes=None, progress=True, keep_results=False):
+    """Theorem 1 and Algorithm 1 (:func:`stadv_ref.lower_bound_attack`) for every budget.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+    eps_list : sequence of float
+    flow, max_iter, n, n_restarts, seed, y, classes
+        Passed to :func:`stadv_ref.lower_bound_attack`.
+    progress : bool
+    keep_results : bool
+        Also return the :class:`~stadv_ref.LowerBoundResult` objects.
+
+    Returns
+    -------
+    dict
+        ``eps`` and, per field of :data:`_LB_FIELDS`, a list over ``eps``; ``convergence``
+        (exact loss after each outer iteration, per ``eps``); ``results`` if requested.
+    """
+    out = {"eps": [float(e) for e in eps_list], **{k: [] for k in _LB_FIELDS}, "convergence": [], "notes": None}
+    results = []
+    for eps in tqdm(list(eps_list), desc="lower bound", unit="eps", disable=not progress):
+        res = lower_bound_attack(net, float(eps), flow=flow, max_iter=max_iter, n=n, n_restarts=n_restarts,
+                                 seed=seed, y=y, classes=classes, progress=False)
+        for k in _LB_FIELDS:
+            out[k].append(getattr(res, k))
+        out["convergence"].append(_convergence(res))
+        out["notes"] = list(res.notes)
+        results.append(res)
+    if keep_results:
+        out["results"] = results
+    return out
+
+
+def _convergence(res):
+    """Fig. 4 data: the Theorem 1 pair's exact loss, then the best exact loss after each outer iteration.
+
+    Uses the restart that produced the returned pair; entry 0 is its initialisation.
+    """
+    hist = res.history
+    if not hist:
+        return [float(res.exact_loss)]
+    best_restart = hist[res.best_step]["restart"]
+    entries = [h for h in hist if h.get("restart") == best_restart]
+    init = [float(h["exact_loss"]) for h in entries if h.get("outer") is None]
+    best = max(init) if init else -np.inf
+    curve = [best]
+    outers = sorted({h["outer"] for h in entries if h.get("outer") is not None})
+    for k in outers:
+        best = max([best] + [float(h["exact_loss"]) for h in entries if h.get("outer") == k])
+        curve.append(best)
+    return curve
+
+
+def certify_curve(net, X, y, eps_list, methods, *, input_range=(0.0, 1.0), cache_dir=None, gap_tol=1e-5,
+                  progress=True, keep=False):
+    """0/1 adversarial loss (fraction not certified) per method and budget (Figs. 5 and 11).
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        Multi-class network.
+    X, y : arrays
+        Test images and labels.
+    eps_list : sequence of float
+    methods : sequence of str
+        :func:`stadv_ref.upper_bound` methods.
+    input_range : (float, float)
+    cache_dir : path, optional
+        On-disk cache of the class-pair bounds (:func:`stadv_ref.certify`).
+    gap_tol : float
+        Certified relative gap at which the SDP solvers stop (the bounds stay certified; a larger
+        tolerance only makes them up to that fraction looser).
+    progress : bool
+    keep : bool
+        Also return the :class:`~stadv_ref.upper_bounds.CertificationResult` per method (``results``).
+
+    Returns
+    -------
+    dict
+        ``eps``, ``methods``, ``zero_one[method]`` (list over eps), ``certified_count[method]``,
+        ``sound[method]``, ``pair_bounds[method]`` (per-unit bounds ``B_iy``), ``clean_error``;
+        ``results[method]`` with ``keep``.
+    """
+    eps_list = [float(e) for e in eps_list]
+    out = {"eps": eps_list, "methods": list(methods), "zero_one": {}, "sound": {}, "certified_count": {},
+           "pair_bounds": {}, "seconds": {}}
+    out["clean_error"] = float((net.predict(X) != y).mean())
+    out["n"] = int(len(y))
+    results = {}
+    for m in tqdm(list(methods), desc="certify", unit="bound", disable=not progress):
+        t0 = time.perf_counter()
+        res = certify(net, X, y, eps_list, method=m, input_range=tuple(input_range), cache_dir=cache_dir,
+                      gap_tol=gap_tol, progress=progress)
+        flags = np.asarray(res.certified, dtype=bool).reshape(len(eps_list), -1)
+        out["zero_one"][m] = [float(1 - f.mean()) for f in flags]
+        out["certified_count"][m] = [int(f.sum()) for f in flags]
+        out["sound"][m] = bool(res.sound)
+        b = np.asarray(res.bounds, float)
+        out["pair_bounds"][m] = np.where(np.isfinite(b), b, 0.0)
+        out["seconds"][m] = round(time.perf_counter() - t0, 3)
+        results[m] = res
+    if keep:
+        out["results"] = results
+    return out
+
+
+def soundness_spot_check(net, X, y, radius, *, n_points=3, eps_cap=10.0, restarts=4, steps=60, seed=0,
+                         input_range=(0.0, 1.0)):
+    """Attack certified test points just inside their certified radius: none may be flipped.
+
+    For each of the first ``n_points`` examples with ``radius > 0`` the projected-gradient flow
+    attack (:func:`stadv_ref.attacks.flow_pgd_attack`, tied and untied flows) maximises
+    ``f_i - f_y`` for every ``i != y`` at ``eps = min(radius, eps_cap) (1 - 1e-9)``. A sound
+    certificate ([E13] rule) means the attacked margin ``f_i - f_y`` stays negative.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        Multi-class network.
+    X, y : arrays
+        Test images and labels.
+    radius : ndarray, shape (N,)
+        Certified radii (:attr:`~stadv_ref.upper_bounds.CertificationResult.certified_radius`).
+    n_points : int
+    eps_cap : float
+        Largest budget attacked (radii can be infinite).
+    restarts, steps, seed, input_range
+        Passed to :func:`stadv_ref.attacks.flow_pgd_attack`.
+
+    Returns
+    -------
+    list of dict
+        Per point: ``index``, ``eps``, ``max_attacked_margin_i_minus_y`` and ``flipped``.
+    """
+    rows = []
+    for k in np.flatnonzero(np.asarray(radius) > 0)[:n_points]:
+        eps = float(min(radius[k], eps_cap)) * (1 - 1e-9)
+        clean = net(X[k][None])[0]
+        worst = -np.inf
+        for i in range(net.n_classes):
+            if i == y[k]:
+                continue
+            for tied in (True, False):
+                a = flow_pgd_attack(net, eps, classes=(i, int(y[k])), x=X[k], tied=tied, restarts=restarts,
+                                    steps=steps, seed=seed, input_range=tuple(input_range))
+                # margin f_i - f_y at the attacked image: clean margin plus the attack's gain
+                worst = max(worst, a.value - (clean[y[k]] - clean[i]))
+        rows.append({"index": int(k), "eps": eps, "max_attacked_margin_i_minus_y": float(worst),
+                     "flipped": bool(worst >= 0)})
+    return rows
+
+
+def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, progress=True, keep=False,
+                 **options):
+    """stAdv success rate and adversarial accuracy per ``tau`` (Fig. 6).
+
+    Returns
+    -------
+    dict
+        ``tau``, ``success_rate`` (among correctly classified images), ``adv_accuracy`` (fraction of all
+        images still correctly classified after the attack), ``benign_accuracy``, mean ``l_diff`` and
+        ``flow_norm`` of successful flows, ``median_clean_margin`` (median logit margin
+        ``f_y - max_{i != y} f_i`` of the correctly classified clean images: at a fixed ``tau`` the CW
+        term competes with ``tau L_flow``, so small-margin networks look harder to attack); with ``keep``
+        also ``results`` (the :class:`StadvResult` objects).
+    """
+    pred = net.predict(X)
+    correct = pred == y
+    margin = -cw_margin(net, X, y, kappa=float("inf"))[0]
+    out = {"tau": [float(t) for t in taus], "benign_accuracy": float(correct.mean()), "n": int(len(y)),
+           "median_clean_margin": float(np.median(margin[correct])) if correct.any() else None,
+           "success_rate": [], "adv_accuracy": [], "mean_l_diff": [], "mean_flow_norm": []}
+    results = []
+    for tau in tqdm(list(taus), desc="stAdv", unit="tau", disable=not progress):
+        res = stadv_attack(net, X, y, float(tau), method=method, max_iter=max_iter, kappa=kappa,
+                           progress=progress and len(out["tau"]) == 1, **options)
+        succ = np.asarray(res.success, bool)
+        # an image already misclassified counts as "attack succeeded" in stadv_attack; Fig. 6 reports the
+        # success rate among the images the network classifies correctly
+        out["success_rate"].append(float(succ[correct].mean()) if correct.any() else float("nan"))
+        out["adv_accuracy"].append(float((~succ & correct).mean()))
+        out["mean_l_diff"].append(float(np.mean(res.l_diff[succ])) if succ.any() else 0.0)
+        out["mean_flow_norm"].append(float(np.mean(res.flow_norm[succ])) if succ.any() else 0.0)
+        results.append(res)
+    if keep:
+        out["results"] = results
+    return out

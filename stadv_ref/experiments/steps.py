@@ -1,0 +1,210 @@
+r"""The steps of ``stadv reproduce``: each computes one figure from the library and returns its summary.
+
+A step is a function ``step(run) -> dict`` of a :class:`_Run` (output directory, settings, cached
+networks and test data). It writes its PNG (and array) files into ``<out>/<step>/``; the summary it
+returns becomes the step's marker ``<out>/<step>/<step>.json``, written last by
+:func:`stadv_ref.experiments.pipeline.reproduce`.
+
+==============  ==========================================================================
+``models``      train (or load) every network (appendix 6.8)
+``fig2``        Theorem 1 and Algorithm 1 vs ``eps`` (Eqs. (6)-(8), [E8]; Fig. 2)
+``fig3``        benign, adversarial input and flow (Figs. 3, 9, 10), from ``fig2``'s pairs
+``fig4``        convergence of Algorithm 1 (Fig. 4, [E10]), from ``fig2``'s histories
+``fig5``        0/1 loss from the paper's bounds (Section 4.1, [E12], [E13]; Fig. 5)
+``fig11``       0/1 loss from every sound bound (Fig. 11) and a soundness spot check
+``fig6``        stAdv success rate and adversarial accuracy vs ``tau`` (Fig. 6)
+==============  ==========================================================================
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_savez
+from ..data import load_mnist
+from ..training import load_or_train
+from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
+from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples
+
+
+class _Run:
+    """Context of one reproduction run: output directory, settings, data and model access."""
+
+    def __init__(self, out, cfg, data_dir, cache_dir, progress):
+        self.out = Path(out)
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "models"
+        self.progress = progress
+        self._test = None
+
+    def dir(self, step):
+        d = self.out / step
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def model(self, variant, hidden):
+        cfg = self.cfg
+        return load_or_train(variant, cache_dir=self.cache_dir, n_train=cfg.n_train, hidden=hidden, seed=cfg.seed,
+                             epochs=cfg.epochs.get(variant), quick=cfg.mode == "quick", data_dir=self.data_dir,
+                             progress=self.progress, with_metadata=True)
+
+    def test_data(self, n):
+        if self._test is None or len(self._test[1]) < n:
+            self._test = load_mnist("test", data_dir=self.data_dir, limit=n)
+        X, y = self._test
+        return X[:n], y[:n]
+
+    def marker(self, step):
+        return self.out / step / f"{step}.json"
+
+    def summary(self, step):
+        """The marker of ``step`` (a dict with ``summary``, ``seconds``, ...), or ``None`` if unreadable."""
+        try:
+            with open(self.marker(step)) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+
+def _models_needed(cfg):
+    need = {(v, cfg.hidden_lower) for v in cfg.lower_variants}
+    need |= {(v, cfg.hidden_upper) for v in set(cfg.cert_variants) | set(cfg.attack_variants)}
+    order = {"nt": 0, "rand": 1, "fro": 2, "spe": 3, "stn": 4, "at": 5, "sdp": 6}
+    return sorted(need, key=lambda t: (order.get(t[0], 99), t[1]))
+
+
+def step_models(run):
+    """Train (or load) every network the other steps use; their accuracies (appendix 6.8)."""
+    cfg = run.cfg
+    rows = []
+    for variant, hidden in _models_needed(cfg):
+        t0 = time.perf_counter()
+        net, meta = run.model(variant, hidden)
+        rows.append(dict(variant=variant, hidden=hidden, test_accuracy=meta.get("test_accuracy"),
+                         train_accuracy=meta.get("train_accuracy"), epochs=meta.get("epochs"),
+                         n_train=meta.get("n_train"), seconds=round(time.perf_counter() - t0, 2),
+                         test_accuracy_with_stn=meta.get("test_accuracy_with_stn")))
+    return {"models": rows, "cache_dir": str(run.cache_dir)}
+
+
+def step_fig2(run):
+    """Fig. 2: lower bounds vs ``eps``; also keeps the pairs (``pairs.npz``) for Figs. 3/4."""
+    cfg = run.cfg
+    d = run.dir("fig2")
+    curves, arrays = {}, {}
+    for variant in cfg.lower_variants:
+        net, _ = run.model(variant, cfg.hidden_lower)
+        eps_all = sorted(set(cfg.lower_eps) | set(cfg.sample_eps))
+        c = lower_bound_curve(net, eps_all, max_iter=cfg.lower_max_iter, n=cfg.lower_n, seed=cfg.seed,
+                              progress=run.progress, keep_results=True)
+        for e, res in zip(c["eps"], c.pop("results")):
+            arrays[f"{variant}_eps{e:g}_x"] = res.x
+            arrays[f"{variant}_eps{e:g}_flow"] = res.flow
+        keep = [i for i, e in enumerate(c["eps"]) if e in cfg.lower_eps]
+        curves[variant] = c
+        curves[variant]["in_figure"] = keep
+    fig_curves = {v: {k: ([c[k][i] for i in c["in_figure"]] if isinstance(c[k], list) and len(c[k]) == len(c["eps"])
+                          else c[k]) for k in c} for v, c in curves.items()}
+    plot_lower_bound(fig_curves, d / "fig2_lower_bound.png")
+    atomic_savez(d / "pairs.npz", **arrays)
+    return {"curves": curves, "hidden": cfg.hidden_lower}
+
+
+def _fig2_data(run):
+    with open(run.marker("fig2")) as fh:
+        summary = json.load(fh)["summary"]
+    with np.load(run.out / "fig2" / "pairs.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return summary, arrays
+
+
+def step_fig3(run):
+    """Figs. 3, 9, 10: Algorithm 1's pairs at the sample budgets, one figure per network."""
+    cfg = run.cfg
+    summary, arrays = _fig2_data(run)
+    d = run.dir("fig3")
+    written = []
+    for variant in cfg.lower_variants:
+        samples = []
+        for e in cfg.sample_eps:
+            k = f"{variant}_eps{e:g}"
+            c = summary["curves"][variant]
+            i = c["eps"].index(e)
+            samples.append(dict(x=arrays[k + "_x"], flow=arrays[k + "_flow"],
+                                label=f"eps = {e:g}\nl_adv = {c['exact_loss'][i]:.3g}"))
+        name = f"fig3_samples_{variant}.png"
+        plot_samples(samples, d / name, title=f"Algorithm 1 on f_{variant}: benign, adversarial, flow (Figs. 3, 9, 10)")
+        written.append(name)
+    return {"figures": written}
+
+
+def step_fig4(run):
+    """Fig. 4: the best exact loss per outer iteration of Algorithm 1 (from ``fig2``)."""
+    cfg = run.cfg
+    summary, _ = _fig2_data(run)
+    d = run.dir("fig4")
+    curves = {}
+    for variant in cfg.lower_variants:
+        c = summary["curves"][variant]
+        for i, e in enumerate(c["eps"]):
+            if e in cfg.lower_eps:
+                curves[f"f_{variant}, eps = {e:g}"] = c["convergence"][i]
+    plot_convergence(curves, d / "fig4_convergence.png")
+    return {"curves": curves}
+
+
+def _cert_step(run, step, methods, title, by, extra=None, spot_variant=None):
+    cfg = run.cfg
+    d = run.dir(step)
+    X, y = run.test_data(cfg.n_test)
+    curves, summary = {}, {}
+    for variant in cfg.cert_variants:
+        net, _ = run.model(variant, cfg.hidden_upper)
+        ms = tuple(methods) + tuple(m for m in (extra or {}).get(variant, ()) if m not in methods)
+        spot = variant == spot_variant
+        curves[variant] = certify_curve(net, X, y, cfg.cert_eps, ms, cache_dir=run.out / "bound-cache",
+                                        gap_tol=cfg.cert_gap_tol, progress=run.progress, keep=spot)
+        if spot:
+            res = curves[variant].pop("results")[cfg.tight_method]
+            points = soundness_spot_check(net, X, y, res.certified_radius, n_points=cfg.spot_check_points,
+                                          seed=cfg.seed)
+            summary["spot_check"] = {"network": variant, "method": cfg.tight_method, "points": points}
+    plot_certify(curves, d / f"{step}_certification.png", by=by, title=title)
+    return {"curves": curves, "n_test": int(len(y)), **summary}
+
+
+def step_fig5(run):
+    """Fig. 5: 0/1 adversarial loss from the paper's bounds (printed Frobenius/spectral and SDP)."""
+    return _cert_step(run, "fig5", run.cfg.paper_methods,
+                      "0/1 adversarial loss from the paper's bounds (Fig. 5; printed Frobenius/spectral are unsound)",
+                      "method")
+
+
+def step_fig11(run):
+    """Fig. 11: 0/1 adversarial loss from the sound bounds (and ``tight_method`` on ``tight_variants``).
+
+    On the first network with the tight bound, the flow attack hits ``spot_check_points`` certified
+    test points at their certified radius (:func:`.curves.soundness_spot_check`).
+    """
+    cfg = run.cfg
+    extra = {v: (cfg.tight_method,) for v in cfg.tight_variants}
+    spot = next((v for v in cfg.cert_variants if v in cfg.tight_variants), None) if cfg.spot_check_points else None
+    return _cert_step(run, "fig11", cfg.sound_methods, "Upper bounds on the 0/1 adversarial loss (Fig. 11)",
+                      "network", extra, spot_variant=spot)
+
+
+def step_fig6(run):
+    """Fig. 6: stAdv success rate and adversarial accuracy vs ``tau`` for every attacked network."""
+    cfg = run.cfg
+    d = run.dir("fig6")
+    X, y = run.test_data(cfg.n_attack)
+    curves = {}
+    for variant in cfg.attack_variants:
+        net, _ = run.model(variant, cfg.hidden_upper)
+        curves[variant] = attack_curve(net, X, y, cfg.taus, max_iter=cfg.attack_max_iter, progress=run.progress)
+    plot_attack(curves, d / "fig6_stadv.png")
+    return {"curves": curves, "n_attack": int(len(y))}
