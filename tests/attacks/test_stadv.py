@@ -8,6 +8,7 @@ from _checks import fd_check
 
 import stadv_ref
 from stadv_ref.attacks import STADV_CODE_OPTIONS, StadvObjective, stadv_attack, stadv_objective
+from stadv_ref.attacks.objective import _KernelObjective
 
 H = W = 10
 K = 4
@@ -153,8 +154,6 @@ def test_attack_runs_on_backend(setup, backend):
 @pytest.mark.parametrize("options", [{}, {"kappa": 0.3, "target": "next"}, dict(STADV_CODE_OPTIONS)])
 def test_batched_kernel_objective_matches_public_objective(setup, backend, options):
     """The batched optimiser's kernel-level objective equals StadvObjective (values, gradients, flags)."""
-    from stadv_ref.attacks.stadv import _KernelObjective
-
     net, X, y = setup
     options = dict(options)
     if options.get("target") == "next":
