@@ -14,7 +14,11 @@ __all__ = [
     "as_float_array",
     "check_budget",
     "check_choice",
+    "check_class_index",
+    "check_input_range",
     "check_positive_int",
+    "check_real",
+    "check_seed",
     "images_4d",
     "check_flow",
 ]
@@ -74,11 +78,19 @@ def as_float_array(name, a, *, ndim=None, finite=True, dtype=None):
     return a
 
 
+def check_real(name, x):
+    """``x`` as a float: a real number (NumPy scalars yes; bools, strings and arrays no); overflow is inf."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    try:
+        return float(x)
+    except OverflowError:  # an int beyond the float range
+        return float("inf") if x > 0 else float("-inf")
+
+
 def check_budget(name, eps, *, allow_zero=True):
     """Check a scalar budget (``eps``, ``tau``...): finite and non-negative."""
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(eps).__name__}")
-    eps = float(eps)
+    eps = check_real(name, eps)
     if not np.isfinite(eps):
         raise ValueError(f"{name} must be finite, got {eps}")
     if eps < 0 or (eps == 0 and not allow_zero):
@@ -88,10 +100,9 @@ def check_budget(name, eps, *, allow_zero=True):
 
 def check_input_range(name, input_range):
     """Check an input box ``(lo, hi)``: two finite reals with ``lo < hi``; return ``(lo, hi)`` as floats."""
-    try:
-        lo, hi = (float(t) for t in input_range)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a pair (lo, hi), got {input_range!r}") from exc
+    if isinstance(input_range, (str, bytes)) or not hasattr(input_range, "__len__") or len(input_range) != 2:
+        raise ValueError(f"{name} must be a pair (lo, hi), got {input_range!r}")
+    lo, hi = (check_real(name, t) for t in input_range)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"{name} must be finite with lo < hi, got {input_range!r}")
     return lo, hi
@@ -99,16 +110,53 @@ def check_input_range(name, input_range):
 
 def check_positive_int(name, n, *, minimum=1):
     """Check an integer argument ``>= minimum``."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+    if not _is_integer(n):
         raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
     if n < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {n}")
     return int(n)
 
 
+def _is_integer(n):
+    """Python/NumPy integers and 0-d integer arrays; never bools or floats (not even ``2.0``)."""
+    if isinstance(n, np.ndarray) and n.ndim == 0:
+        n = n[()]
+    return isinstance(n, numbers.Integral) and not isinstance(n, (bool, np.bool_))
+
+
+def check_class_index(name, value, n_classes):
+    """Check a class index: an integer (NumPy integers yes; floats and bools no) in ``[0, n_classes)``.
+
+    A float such as ``1.9`` is refused rather than truncated to ``1``.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not an integer (floats, bools, strings, arrays with more than one entry).
+    ValueError
+        ``value`` is outside ``[0, n_classes)``.
+    """
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be an integer class index, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if not 0 <= value < n_classes:
+        raise ValueError(f"{name}={value} is out of range [0, {n_classes})")
+    return value
+
+
+def check_seed(name, seed):
+    """Check a random seed: an integer ``>= 0`` (what ``numpy.random.default_rng`` accepts)."""
+    if not _is_integer(seed):
+        raise TypeError(f"{name} must be a non-negative integer, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed}")
+    return int(seed)
+
+
 def check_choice(name, value, choices):
-    """Check that ``value`` is one of ``choices``."""
-    if value not in choices:
+    """Check that ``value`` is one of ``choices`` (a string or number; arrays, lists and bools never are)."""
+    scalar = isinstance(value, (str, numbers.Number)) and not isinstance(value, (bool, np.bool_))
+    if not scalar or value not in choices:
         raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
     return value
 

@@ -13,11 +13,9 @@ margin ``f_i - f_y`` of the class pair (appendix 6.6).
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from ._validate import as_float_array, check_choice, check_positive_int
+from ._validate import as_float_array, check_choice, check_class_index, check_positive_int, check_real
 from .backend import get_backend
 from .network import OneHiddenLayerNet, relu_derivative
 from .transform import PADDINGS, warp, warp_vjp_flow
@@ -40,7 +38,16 @@ def binary_view(net, classes=None):
     ----------
     net : OneHiddenLayerNet
     classes : tuple (i, y), optional
-        Required for multi-class networks.
+        Required for multi-class networks: two different integer class indices
+        (NumPy integers yes; floats and bools are refused, never truncated).
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not a :class:`OneHiddenLayerNet`; ``classes`` is not a pair of integers.
+    ValueError
+        ``classes`` given for a binary network, missing for a multi-class one, out of
+        range or equal.
     """
     if not isinstance(net, OneHiddenLayerNet):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
@@ -50,25 +57,38 @@ def binary_view(net, classes=None):
         return net
     if classes is None:
         raise ValueError("classes=(i, y) is required for a multi-class network")
-    i, y = classes
-    return net.pair(int(i), int(y))
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__") or len(classes) != 2:
+        raise TypeError(f"classes must be a pair (i, y) of class indices, got {classes!r}")
+    i, y = (check_class_index("classes", k, net.n_classes) for k in classes)
+    if i == y:
+        raise ValueError(f"classes must be two different classes, got i = y = {i}")
+    return net.pair(i, y)
 
 
-def _images_and_flow(net, x, flow):
+def _images_and_flow(net, x, flow, name="flow"):
+    """Images ``(N, H, W)`` and untied flows ``(N, 2, H, W)`` from the documented forms.
+
+    The rule (no guessing): ``x`` is ``(N, H, W)`` or one image ``(H, W)``; a 3-D flow is
+    always ``N`` tied flows ``(N, H, W)`` and a 4-D flow always ``N`` untied flows
+    ``(N, 2, H, W)``. So ``(2, H, W)`` with one image is two tied flows, and is refused
+    (batch mismatch) rather than read as one untied flow.
+    """
     H, W = net.image_shape
     x = as_float_array("x", x, ndim=(2, 3), dtype=np.float64)
     if x.ndim == 2:
         x = x[None]
     if x.shape[1:] != (H, W):
         raise ValueError(f"x must hold {H}x{W} images, got shape {x.shape}")
-    flow = as_float_array("flow", flow, ndim=(3, 4), dtype=np.float64)
-    if flow.ndim == 3 and flow.shape[0] == 2 and flow.shape[1:] == (H, W) and x.shape[0] == 1:
-        flow = flow[None]
-    if flow.ndim == 3:  # tied flow r
+    flow = as_float_array(name, flow, ndim=(3, 4), dtype=np.float64)
+    n = x.shape[0]
+    if flow.ndim == 3:  # tied flows r
+        if flow.shape[1:] == (H, W) and flow.shape[0] != n:
+            hint = " (one untied flow for one image has shape (1, 2, H, W))" if flow.shape[0] == 2 else ""
+            raise ValueError(f"{name} holds {flow.shape[0]} tied flows (N, H, W) but x holds {n} image(s){hint}")
         flow = np.stack([flow, flow], axis=1)
-    if flow.shape != (x.shape[0], 2, H, W):
+    if flow.shape != (n, 2, H, W):
         raise ValueError(
-            f"flow must have shape (N, H, W) (tied) or (N, 2, H, W) matching x {x.shape}, got {flow.shape}"
+            f"{name} must have shape (N, H, W) (tied) or (N, 2, H, W) matching x {x.shape}, got {flow.shape}"
         )
     return x, flow
 
@@ -166,7 +186,7 @@ def adv_loss_linearized(net, x, r, *, classes=None):
     """
     f = binary_view(net, classes)
     r = as_float_array("r", r, ndim=3, dtype=np.float64)
-    x, flow = _images_and_flow(f, x, r)
+    x, flow = _images_and_flow(f, x, r, name="r")
     if r.shape != (x.shape[0],) + tuple(f.image_shape):
         raise ValueError(f"r must be a tied flow of shape {(x.shape[0],) + tuple(f.image_shape)}, got {r.shape}")
     X = x.reshape(x.shape[0], -1)
@@ -224,8 +244,7 @@ def cw_margin(net, X, y, kappa=0.0):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
     if net.binary:
         raise ValueError("cw_margin needs a multi-class network")
-    if isinstance(kappa, (bool, np.bool_)) or not isinstance(kappa, numbers.Real):
-        raise TypeError(f"kappa must be a real number, got {type(kappa).__name__}")
+    kappa = check_real("kappa", kappa)
     if np.isnan(kappa) or kappa < 0:
         raise ValueError(f"kappa must be >= 0 (inf: no clipping), got {kappa}")
     out = net(X)

@@ -14,13 +14,29 @@ import zipfile
 
 import numpy as np
 
-from ._validate import as_float_array, check_positive_int
+from ._validate import as_float_array, check_class_index, check_positive_int
 from .backend import get_backend
 from .reference.network import relu_derivative
 
 __all__ = ["OneHiddenLayerNet", "LinearClassifier", "as_linear_weights", "relu_derivative"]
 
 _FORMAT_VERSION = 1
+_MODEL_ARRAYS = ("format_version", "W", "v", "b", "c", "image_shape")
+
+
+def _frozen_copy(a):
+    """A private, read-only copy of ``a`` (NumPy arrays; other array types are only copied)."""
+    a = a.copy()
+    if isinstance(a, np.ndarray):
+        a.setflags(write=False)
+    return a
+
+
+def _image_shape(image_shape):
+    """``(H, W)``: a pair of positive integers (floats are refused, not truncated)."""
+    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__len__") or len(image_shape) != 2:
+        raise TypeError(f"image_shape must be a pair of integers (H, W), got {image_shape!r}")
+    return tuple(check_positive_int("image_shape", n) for n in image_shape)
 
 
 class OneHiddenLayerNet:
@@ -58,6 +74,8 @@ class OneHiddenLayerNet:
         self.binary = v.ndim == 1
         V = v[None] if self.binary else v
         K = V.shape[0]
+        if K < 1:
+            raise ValueError(f"v must have at least one class, got shape {v.shape}")
         b = np.zeros(m) if b is None else as_float_array("b", b, ndim=1, dtype=np.float64)
         if b.shape != (m,):
             raise ValueError(f"b must have shape ({m},), got {b.shape}")
@@ -72,15 +90,20 @@ class OneHiddenLayerNet:
             if s * s != d:
                 raise ValueError(f"d = {d} is not a square; pass image_shape=(H, W)")
             image_shape = (s, s)
-        try:
-            image_shape = tuple(image_shape)
-        except TypeError:
-            raise TypeError(f"image_shape must be a pair (H, W), got {image_shape!r}") from None
-        image_shape = tuple(check_positive_int("image_shape", n) for n in image_shape)
-        if len(image_shape) != 2 or image_shape[0] * image_shape[1] != d:
+        image_shape = _image_shape(image_shape)
+        if image_shape[0] * image_shape[1] != d:
             raise ValueError(f"image_shape {image_shape} does not multiply to d = {d}")
-        self.W, self.V, self.b, self.c = W, V, b, c
+        # private read-only copies: mutating the caller's arrays afterwards cannot bypass the checks above
+        self.W, self.V, self.b, self.c = (_frozen_copy(a) for a in (W, V, b, c))
         self.image_shape = image_shape
+
+    @classmethod
+    def _from_checked(cls, W, V, b, c, image_shape, binary):
+        """A network from arrays that are already validated and frozen (no copy; used by :meth:`pair`)."""
+        net = cls.__new__(cls)
+        net.W, net.V, net.b, net.c = W, V, b, c
+        net.image_shape, net.binary = image_shape, binary
+        return net
 
     # -- shapes ----------------------------------------------------------------
     @property
@@ -117,7 +140,7 @@ class OneHiddenLayerNet:
         elif X.ndim == 3:
             if X.shape[1:] != (H, W):
                 raise ValueError(f"{name} images must be {H}x{W}, got shape {X.shape}")
-            X = X.reshape(X.shape[0], -1)
+            X = X.reshape(X.shape[0], H * W)  # explicit width: N = 0 works too
         if X.shape[1] != self.d:
             raise ValueError(f"{name} must have {self.d} features per input, got shape {X.shape}")
         return X
@@ -185,16 +208,14 @@ class OneHiddenLayerNet:
         if self.binary:
             raise ValueError("pair() needs a multi-class network")
         K = self.n_classes
-        for name, k in (("i", i), ("y", y)):
-            check_positive_int(name, k, minimum=0)
-            if not (0 <= int(k) < K):
-                raise ValueError(f"class {name}={k} is out of range [0, {K})")
-        if int(i) == int(y):
+        i, y = check_class_index("i", i, K), check_class_index("y", y, K)
+        if i == y:
             raise ValueError(f"classes i and y must differ, got i = y = {i}")
-        i, y = int(i), int(y)
-        return OneHiddenLayerNet(
-            self.W, self.V[i] - self.V[y], self.b, self.c[i] - self.c[y], self.image_shape
-        )
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            V, c = _frozen_copy((self.V[i] - self.V[y])[None]), _frozen_copy(self.c[i : i + 1] - self.c[y : y + 1])
+        if not (np.isfinite(V).all() and np.isfinite(c).all()):
+            raise ValueError(f"v[{i}] - v[{y}] or c[{i}] - c[{y}] overflows (output weights too large)")
+        return OneHiddenLayerNet._from_checked(self.W, V, self.b, c, self.image_shape, binary=True)
 
     # -- persistence -------------------------------------------------------------
     def save(self, path, **metadata):
@@ -232,7 +253,8 @@ class OneHiddenLayerNet:
         """Load a network saved by :meth:`save` (``allow_pickle=False``).
 
         Also accepts any ``.npz`` with arrays ``W`` and ``v`` (optional ``b``,
-        ``c``, ``image_shape``), e.g. weights exported from another framework.
+        ``c``, ``image_shape``), e.g. weights exported from another framework;
+        any other array (except ``meta_*``) is refused, never ignored.
 
         Parameters
         ----------
@@ -243,7 +265,8 @@ class OneHiddenLayerNet:
         Raises
         ------
         ValueError
-            Missing file, not an ``.npz``, missing arrays or wrong shapes.
+            Missing file, not an ``.npz``, pickled objects, missing or unknown arrays,
+            a ``format_version`` other than 1, non-finite weights or wrong shapes.
         """
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -260,6 +283,19 @@ class OneHiddenLayerNet:
         missing = [k for k in ("W", "v") if k not in data]
         if missing:
             raise ValueError(f"model file {path!r} lacks the arrays {missing}")
+        extra = sorted(k for k in data if k not in _MODEL_ARRAYS and not k.startswith("meta_"))
+        if extra:
+            raise ValueError(
+                f"model file {path!r} holds arrays this one-hidden-layer format does not have: {extra} "
+                f"(expected {list(_MODEL_ARRAYS)} and meta_*); refusing to ignore them"
+            )
+        if "format_version" in data:
+            version = data["format_version"]
+            if version.shape != () or not np.issubdtype(version.dtype, np.integer) or int(version) != _FORMAT_VERSION:
+                raise ValueError(
+                    f"model file {path!r} has format_version {version!r}; this library reads version "
+                    f"{_FORMAT_VERSION} (a newer stadv-ref wrote it?)"
+                )
         shape = data.get("image_shape")
         shape = None if shape is None else tuple(int(s) for s in np.ravel(shape))
         try:
@@ -292,14 +328,7 @@ def as_linear_weights(v, image_shape=None):
             if s * s != v.size:
                 raise ValueError(f"v has {v.size} entries, not a square; pass image_shape=(H, W)")
             image_shape = (s, s)
-    try:
-        image_shape = tuple(int(k) for k in image_shape)
-    except TypeError as exc:
-        raise TypeError("image_shape must be a pair of integers (H, W)") from exc
-    if len(image_shape) != 2:
-        raise ValueError(f"image_shape must be (H, W), got {image_shape}")
-    for k in image_shape:
-        check_positive_int("image_shape", k)
+    image_shape = _image_shape(image_shape)
     if image_shape[0] * image_shape[1] != v.size or (v.ndim == 2 and v.shape != image_shape):
         raise ValueError(f"v of shape {v.shape} does not match image_shape {image_shape}")
     return v.reshape(image_shape)
@@ -321,7 +350,7 @@ class LinearClassifier:
 
     def __post_init__(self):
         v_img = as_linear_weights(self.v, self.image_shape)  # the same validation as Theorem 2's
-        self.v = v_img.reshape(-1)
+        self.v = _frozen_copy(v_img.reshape(-1))  # never the caller's array
         self.image_shape = v_img.shape
 
     def __call__(self, X):

@@ -232,6 +232,15 @@ def _malformed(tmp_path):
     p = tmp_path / "plain.npy"
     np.save(p, W)
     cases["npy_not_npz"] = (p, "not a valid .npz")
+    p = tmp_path / "extra_layer.npz"
+    np.savez(p, W=W, v=v, W2=np.ones((3, 3)))
+    cases["extra_array"] = (p, r"does not have: \['W2'\]")
+    p = tmp_path / "future.npz"
+    np.savez(p, format_version=np.int64(2), W=W, v=v)
+    cases["unknown_format_version"] = (p, "format_version")
+    p = tmp_path / "version_str.npz"
+    np.savez(p, format_version=np.array("1"), W=W, v=v)
+    cases["format_version_not_int"] = (p, "format_version")
     p = tmp_path / "truncated.npz"
     np.savez(p, W=W, v=v)
     p.write_bytes(p.read_bytes()[:100])
@@ -243,7 +252,8 @@ def _malformed(tmp_path):
 @pytest.mark.parametrize("case", [
     "missing_v", "missing_all", "v_wrong_shape", "b_wrong_shape", "c_wrong_shape", "W_1d",
     "d_not_square", "image_shape_product", "nan_weights", "string_weights", "pickled_object_array",
-    "text_file", "npy_not_npz", "truncated_zip", "missing_file",
+    "text_file", "npy_not_npz", "truncated_zip", "missing_file", "extra_array", "unknown_format_version",
+    "format_version_not_int",
 ])
 def test_load_malformed_raises_value_error(tmp_path, case):
     path, match = _malformed(tmp_path)[case]
@@ -262,6 +272,7 @@ def test_load_malformed_raises_value_error(tmp_path, case):
     (dict(W=np.full((3, 4), np.inf), v=np.ones(3)), "W"),
     (dict(W=np.ones((3, 4)), v=np.full(3, np.nan)), "v"),
     (dict(W=np.zeros((0, 4)), v=np.ones(0)), "W"),
+    (dict(W=np.ones((3, 4)), v=np.ones((0, 3))), "v"),
 ])
 def test_constructor_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -285,3 +296,50 @@ def test_save_writes_exactly_the_given_path(tmp_path):
     net.save(tmp_path / "model")  # no suffix: numpy alone would write model.npz
     assert (tmp_path / "model").is_file() and not (tmp_path / "model.npz").exists()
     np.testing.assert_array_equal(OneHiddenLayerNet.load(tmp_path / "model").W, net.W)
+
+
+def test_net_does_not_alias_caller_arrays():
+    """#19.8: the network keeps private read-only copies, so mutating the caller's arrays cannot bypass validation."""
+    rng = np.random.default_rng(7)
+    W, v, b, c = rng.normal(size=(4, 9)), rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=3)
+    net = OneHiddenLayerNet(W, v, b, c)
+    X = rng.normal(size=(2, 3, 3))
+    before = net(X, backend=BE)
+    for a in (W, v, b, c):
+        a[...] = np.nan
+    np.testing.assert_array_equal(net(X, backend=BE), before)
+    for a in (net.W, net.V, net.b, net.c, net.v):
+        assert not np.shares_memory(a, W) and not a.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        net.W[0, 0] = np.nan
+    pair = net.pair(0, 1)  # the pair shares the frozen W, never a writable one
+    assert not pair.W.flags.writeable and not pair.V.flags.writeable
+    from stadv_ref import LinearClassifier
+
+    vv = rng.normal(size=9)
+    lin = LinearClassifier(vv)
+    vv[:] = np.nan
+    assert np.isfinite(lin.v).all() and not lin.v.flags.writeable
+
+
+@pytest.mark.parametrize("i, y, exc", [(1.9, 2, TypeError), (True, 0, TypeError), (np.float64(1.0), 0, TypeError),
+                                       (0, -1, ValueError), (0, 3, ValueError)])
+def test_pair_refuses_non_integer_class_indices(i, y, exc):
+    net = _net(np.random.default_rng(0), K=3)
+    with pytest.raises(exc, match="^[iy]"):
+        net.pair(i, y)
+    assert net.pair(np.int64(1), np.int32(2)).binary
+
+
+def test_pair_overflow_is_refused():
+    net = OneHiddenLayerNet(np.ones((2, 4)), np.array([[1e308, 1e308], [-1e308, 0.0]]))
+    with pytest.raises(ValueError, match="overflows"):
+        net.pair(0, 1)
+
+
+def test_empty_batch_gives_empty_outputs():
+    net = _net(np.random.default_rng(1), K=3)
+    assert net(np.zeros((0, 3, 3)), backend=BE).shape == (0, 3)
+    assert net(np.zeros((0, 9)), backend=BE).shape == (0, 3)
+    assert net.predict(np.zeros((0, 3, 3)), backend=BE).shape == (0,)
+    assert net.input_gradient(np.zeros((0, 3, 3)), np.ones(3), backend=BE).shape == (0, 9)

@@ -201,3 +201,58 @@ def test_as_float_array_dtypes():
     assert V.as_float_array("a", [np.nan], finite=False).shape == (1,)
     with pytest.raises(ValueError, match="^a must have 2 or 3 dimensions"):
         V.as_float_array("a", np.ones(4), ndim=(2, 3))
+
+
+@pytest.mark.parametrize("value, exc", [(1.9, TypeError), (2.0, TypeError), (np.float64(1.0), TypeError),
+                                        (True, TypeError), (np.bool_(False), TypeError), ("1", TypeError),
+                                        (None, TypeError), (np.array([1, 2]), TypeError), (-1, ValueError),
+                                        (3, ValueError)])
+def test_check_class_index_rejects(value, exc):
+    with pytest.raises(exc, match="^label"):
+        V.check_class_index("label", value, 3)
+
+
+def test_check_class_index_accepts_integers():
+    for k in (0, 2, np.int64(1), np.uint8(2), np.int32(0), np.array(1)):
+        assert V.check_class_index("label", k, 3) == int(k)
+        assert type(V.check_class_index("label", k, 3)) is int
+
+
+@pytest.mark.parametrize("classes, exc", [((1.9, 2), TypeError), ((True, 0), TypeError), ((0.0, 1), TypeError),
+                                          ((0, 0), ValueError), ((0, 4), ValueError), ((0,), TypeError),
+                                          ("01", TypeError), ((0, 1, 2), TypeError)])
+def test_classes_are_integers_never_truncated(classes, exc):
+    """#19.7: classes=(1.9, 2) acted as (1, 2); float and bool class indices are refused."""
+    with pytest.raises(exc, match="^classes"):
+        s.adv_loss_exact(NET_K, X, R, classes=classes)
+    assert np.isfinite(s.adv_loss_exact(NET_K, X, R, classes=(np.int64(1), 2))).all()
+
+
+def test_two_tied_flows_for_one_image_are_refused():
+    """#19.7: a 3-D flow is always N tied flows; (2, H, W) with one image is a batch mismatch, not an untied flow."""
+    two_tied = R[:2]
+    for x in (X[0], X[:1]):
+        with pytest.raises(ValueError, match=r"^flow holds 2 tied flows .* x holds 1 image.*\(1, 2, H, W\)"):
+            s.adv_loss_exact(NET, x, two_tied)
+    one_untied = FLOW[:1]  # the unambiguous form of one untied flow
+    want = NET(s.warp(X[:1], one_untied)) - NET(X[:1])
+    np.testing.assert_allclose(s.adv_loss_exact(NET, X[0], one_untied), want)
+    np.testing.assert_allclose(s.adv_loss_exact(NET, X[:2], two_tied), NET(s.warp(X[:2], s.tied(two_tied))) - NET(X[:2]))
+
+
+def test_check_input_range_rejects_strings_and_bools():
+    with pytest.raises(ValueError, match="^input_range"):
+        V.check_input_range("input_range", "01")
+    with pytest.raises(TypeError, match="^input_range"):
+        V.check_input_range("input_range", (False, True))
+    with pytest.raises(ValueError, match="^input_range"):
+        V.check_input_range("input_range", (0, 10**400))
+    assert V.check_input_range("input_range", np.array([0, 1])) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("seed, exc", [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("0", TypeError),
+                                       (None, TypeError)])
+def test_check_seed_rejects(seed, exc):
+    with pytest.raises(exc, match="^seed"):
+        V.check_seed("seed", seed)
+    assert V.check_seed("seed", np.uint32(7)) == 7
