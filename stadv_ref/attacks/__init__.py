@@ -17,6 +17,7 @@ from .stadv import (
 from .flow_pgd import (
     AttackResult,
     flow_pgd_attack,
+    SCHEDULES,
 )
 
-__all__ = ["StadvResult", "StadvObjective", "stadv_objective", "stadv_attack", "STADV_CODE_OPTIONS", "METHODS", "AttackResult", "flow_pgd_attack"]
+__all__ = ["StadvResult", "StadvObjective", "stadv_objective", "stadv_attack", "STADV_CODE_OPTIONS", "METHODS", "AttackResult", "flow_pgd_attack", "SCHEDULES"]

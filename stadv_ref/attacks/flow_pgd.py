@@ -3,8 +3,9 @@ r"""The projected-gradient flow attack: the adversary every certificate is teste
 :func:`flow_pgd_attack` maximises the exact adversarial loss ``l_adv(x, r) = f(g(r; x)) - f(x)``
 (Section 3, Eq. (4)) over the budget ellipsoid ``||M r|| <= eps`` of Eq. (3) (in
 ``M``-coordinates ``s = M r`` the ellipsoid is a ball, so projection is a rescaling),
-optionally jointly over the image ``x`` in the input box, with random restarts, tied or
-untied flows, zero or border padding. Every value it returns is a true loss at a feasible
+optionally jointly over the image ``x`` in the input box, with random restarts (and
+caller-given starting images and flows), tied or untied flows, zero or border padding, and a
+linear or cosine step-size schedule. Every value it returns is a true loss at a feasible
 pair, so it is a valid lower bound on the supremum that the upper bounds must exceed.
 """
 from __future__ import annotations
@@ -19,7 +20,10 @@ from ..network import LinearClassifier
 from ..operators import m_power
 from ..transform import PADDINGS, warp, warp_vjp_flow, warp_vjp_x
 
-__all__ = ["AttackResult", "flow_pgd_attack"]
+__all__ = ["AttackResult", "flow_pgd_attack", "SCHEDULES"]
+
+SCHEDULES = ("linear", "cosine")
+"""Step-size schedules of :func:`flow_pgd_attack`: both decay from ``step_size + 0.01`` to ``0.01``."""
 
 
 @dataclasses.dataclass
@@ -53,15 +57,34 @@ def _project_ball(s, eps):
     return s * np.minimum(1.0, eps / np.maximum(nrm, 1e-300))
 
 
+def _step(step_size, t, steps, schedule):
+    """Step size at iteration ``t`` of ``steps``: ``step_size`` times a decay from 1 to 0, plus 0.01."""
+    if schedule == "cosine":
+        return step_size * 0.5 * (1.0 + np.cos(np.pi * t / steps)) + 0.01
+    return step_size * (1.0 - t / steps) + 0.01
+
+
+def _starts(name, a, shape, restarts):
+    """Validate caller-given starts: ``(k,) + shape`` (or ``shape`` for one start), ``k <= restarts``."""
+    a = as_float_array(name, a, ndim=(len(shape), len(shape) + 1), dtype=np.float64)
+    a = a if a.ndim == len(shape) + 1 else a[None]
+    if a.shape[1:] != shape:
+        raise ValueError(f"{name} must have shape (k, {', '.join(map(str, shape))}), got {tuple(a.shape)}")
+    if a.shape[0] > restarts:
+        raise ValueError(f"{name} has {a.shape[0]} starts but restarts = {restarts}")
+    return a
+
+
 def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, steps=200, optimize_x=None,
-                    input_range=(0.0, 1.0), padding="zeros", step_size=0.25, seed=0):
+                    input_range=(0.0, 1.0), padding="zeros", step_size=0.25, seed=0, x_starts=None,
+                    r_starts=None, schedule="linear"):
     """Projected gradient ascent on the exact ``l_adv`` over ``||M r|| <= eps`` (and optionally ``x``).
 
     Parametrises the flow by ``s = M r`` (tied) or ``s = (M du, M dv)`` (untied), so the
     budget set is the Euclidean ball ``||s|| <= eps`` and projection is a rescaling;
     ``r = M^-1 s``. Steps are normalised gradient steps in ``s`` (gradient
     ``M^-1 grad_r``) and sign steps in ``x`` (clipped to ``input_range``), with a
-    linearly decaying step size; each restart keeps its best exact value.
+    decaying step size (linear or cosine); each restart keeps its best exact value.
 
     Parameters
     ----------
@@ -80,8 +103,19 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     input_range : tuple (lo, hi)
     padding : {"zeros", "border"}
     step_size : float
-        Initial step as a fraction of ``eps`` (and of ``hi - lo`` for ``x``).
+        Initial step as a fraction of ``eps`` (and of ``hi - lo`` for ``x``), above the
+        final step 0.01.
     seed : int
+    x_starts : array_like, shape (k, H, W), optional
+        Starting images (e.g. constructions) for the first ``k <= restarts`` restarts, inside
+        ``input_range``; the other restarts start from the default images. Only with ``x=None``.
+    r_starts : array_like, shape (k, H, W) (tied) or (k, 2, H, W) (untied), optional
+        Starting flows for the first ``k <= restarts`` restarts, projected onto the budget
+        ``||M r|| <= eps`` (a feasible start is kept as it is); the other restarts start from
+        random flows on the budget's boundary.
+    schedule : {"linear", "cosine"}
+        Decay of the step size from ``step_size + 0.01`` at the first step to 0.01 at the
+        last: linear (default) or cosine (``step_size (1 + cos(pi t / steps)) / 2 + 0.01``).
 
     Returns
     -------
@@ -95,7 +129,18 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     steps = check_positive_int("steps", steps)
     lo, hi = check_input_range("input_range", input_range)
     check_choice("padding", padding, PADDINGS)
+    check_choice("schedule", schedule, SCHEDULES)
+    step_size = check_budget("step_size", step_size)
     H, W = f.image_shape
+    if x_starts is not None:
+        if x is not None:
+            raise ValueError("x_starts needs x=None (with a fixed x every restart starts from x)")
+        x_starts = _starts("x_starts", x_starts, (H, W), restarts)
+        if x_starts.size and (x_starts.min() < lo or x_starts.max() > hi):
+            raise ValueError(f"x_starts must lie in input_range {(lo, hi)}, got values in "
+                             f"[{x_starts.min()}, {x_starts.max()}]")
+    if r_starts is not None:
+        r_starts = _starts("r_starts", r_starts, (H, W) if tied else (2, H, W), restarts)
     rng = np.random.default_rng(seed)
     N = restarts
     if x is None:
@@ -104,6 +149,8 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
         cb = (np.add.outer(np.arange(H), np.arange(W)) % 2).astype(bool)
         X[2::6] = np.where(cb, hi, lo)
         X[5::6] = np.where(cb, lo, hi)
+        if x_starts is not None:
+            X[: len(x_starts)] = x_starts
         optimize_x = True if optimize_x is None else bool(optimize_x)
     else:
         x = as_float_array("x", x, dtype=np.float64).reshape(H, W)
@@ -116,6 +163,8 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     if N > 3:
         s[3] = -1.0
     s = _project_ball(s / np.sqrt((s * s).sum(axis=tuple(range(1, s.ndim)), keepdims=True)) * eps, eps)
+    if r_starts is not None:
+        s[: len(r_starts)] = _project_ball(np.asarray(m_power(r_starts, 1)), eps)
     best_val = np.full(N, -np.inf)
     best_x = X.copy()
     best_s = s.copy()
@@ -139,7 +188,7 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
         gr = gflow[:, 0] + gflow[:, 1] if tied else gflow
         gs = np.asarray(m_power(gr, -1))
         nrm = np.sqrt((gs * gs).sum(axis=tuple(range(1, gs.ndim)), keepdims=True))
-        alpha = step_size * (1.0 - t / steps) + 0.01
+        alpha = _step(step_size, t, steps, schedule)
         s = _project_ball(s + alpha * eps * gs / np.maximum(nrm, 1e-300), eps)
         if optimize_x:
             gx = warp_vjp_x(flow, gxt, padding) - f.input_gradient(X).reshape(N, H, W)
