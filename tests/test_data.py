@@ -244,3 +244,96 @@ def test_real_mnist_test_split(mnist_dir):
     assert X.min() == 0.0 and X.max() == 1.0
     np.testing.assert_array_equal(np.unique(y), np.arange(10))
     np.testing.assert_array_equal(np.bincount(y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+
+
+# ---------------------------------------------------------------------------
+# #19.7: the loader refuses files that are not MNIST-format data; verify covers uncompressed files
+# ---------------------------------------------------------------------------
+def _bad_split(tmp_path, case):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (4, 28, 28)).astype(np.uint8), np.arange(4, dtype=np.uint8)
+    if case == "int32-images":
+        images = images.astype(np.int32) * 20
+    elif case == "int8-images":
+        images = images.astype(np.int8)
+    elif case == "float-images-nan":
+        images = images.astype(">f4")
+        images[0, 0, 0] = np.nan
+    elif case == "float-images-3.9":
+        images = np.full((4, 28, 28), 3.9, ">f8")
+    elif case == "7x112-images":
+        images = images.reshape(4, 7, 112)
+    elif case == "flat-images":
+        images = images.reshape(4, 784)
+    elif case == "label-200":
+        labels[1] = 200
+    elif case == "label-10":
+        labels[1] = 10
+    elif case == "int32-labels":
+        labels = labels.astype(np.int32)
+    elif case == "2d-labels":
+        labels = labels.reshape(2, 2)
+    elif case == "no-images":
+        images, labels = images[:0], labels[:0]
+    write_idx(tmp_path / TEST_FILES[0], images)
+    write_idx(tmp_path / TEST_FILES[1], labels)
+
+
+@pytest.mark.parametrize("case, which", [
+    ("int32-images", "images"), ("int8-images", "images"), ("float-images-nan", "images"),
+    ("float-images-3.9", "images"), ("7x112-images", "images"), ("flat-images", "images"),
+    ("label-200", "labels"), ("label-10", "labels"), ("int32-labels", "labels"), ("2d-labels", "labels"),
+    ("no-images", "images"),
+])
+def test_load_mnist_refuses_non_mnist_idx_data(tmp_path, case, which):
+    _bad_split(tmp_path, case)
+    name = TEST_FILES[0] if which == "images" else TEST_FILES[1]
+    with pytest.raises(ValueError, match=name):
+        load_mnist("test", data_dir=tmp_path)
+
+
+def test_verify_checks_uncompressed_files(tmp_path, monkeypatch):
+    """#19.7: verify=True used to skip uncompressed files; now they are checked (or refused when no MD5 is known)."""
+    images, labels = fake_split(tmp_path, n=3, gz=False)
+    raw = {nm[:-3]: md5(tmp_path / nm[:-3]) for nm in TEST_FILES}
+    with pytest.raises(ValueError, match="MD5"):  # fake files are not the published MNIST
+        load_mnist("test", data_dir=tmp_path, verify=True)
+    for nm, want in raw.items():
+        monkeypatch.setitem(data.DATASETS["mnist"]["md5_raw"], nm, want)
+    X, y = load_mnist("test", data_dir=tmp_path, verify=True)
+    np.testing.assert_array_equal(y, labels)
+    write_idx(tmp_path / TEST_FILES[1][:-3], np.zeros(3, np.uint8))  # tampered
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte' does not match its published MD5"):
+        load_mnist("test", data_dir=tmp_path, verify=True)
+    monkeypatch.setitem(data.DATASETS, "fake", {"urls": (), "md5": {}})  # no checksum known at all
+    with pytest.raises(ValueError, match="no published MD5"):
+        load_dataset("test", "fake", data_dir=tmp_path, verify=True)
+    assert load_dataset("test", "fake", data_dir=tmp_path)[0].shape == (3, 28, 28)  # verify=False reads it
+
+
+def test_raw_md5_table_matches_the_real_gz_files(mnist_dir):
+    for nm, want in data.DATASETS["mnist"]["md5_raw"].items():
+        if (mnist_dir / (nm + ".gz")).is_file() and nm.startswith("t10k"):
+            assert hashlib.md5(gzip.decompress((mnist_dir / (nm + ".gz")).read_bytes())).hexdigest() == want, nm
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(verify="yes"), TypeError, "^verify"),
+    (dict(download=1), TypeError, "^download"),
+    (dict(base_urls="file:///x/"), TypeError, "^base_urls"),
+    (dict(base_urls=["file:///x"]), TypeError, "^base_urls"),
+    (dict(data_dir=3), TypeError, "^data_dir"),
+    (dict(limit=True), TypeError, "^limit"),
+    (dict(split=["test"]), ValueError, "^split"),
+    (dict(dataset=None), ValueError, "^dataset"),
+])
+def test_load_dataset_argument_types(tmp_path, kwargs, exc, match):
+    fake_split(tmp_path)
+    kwargs.setdefault("data_dir", tmp_path)
+    with pytest.raises(exc, match=match):
+        load_dataset(**kwargs)
+
+
+def test_read_idx_path_type():
+    with pytest.raises(TypeError, match="^path"):
+        read_idx(None)
