@@ -65,8 +65,7 @@ def _item(key, statement, code="", tests="", audit="", note=""):
 # file of the id before it (see _expand).
 ITEMS = (
     # -- Spatial transformation --------------------------------------------------------------------
-    _item("Eq. (1)", "Bilinear warp `x~_i = sum_{j in N(i)} x_j max(0, 1-|u_i+du_i-u_j|) max(0, 1-|v_i+dv_i-v_j|)`, "
-          "linear in `x`.",
+    _item("Eq. (1)", "Bilinear warp `x~_i = sum_{j in N(i)} x_j max(0, 1-|u_i+du_i-u_j|) max(0, 1-|v_i+dv_i-v_j|)`.",
           "stadv_ref.transform.warp .warp_vjp_x .warp_vjp_flow .warp_matrix stadv_ref.reference.warp.warp_reference",
           "tests/test_transform.py::test_warp_matches_scipy_map_coordinates ::test_zero_flow_is_identity "
           "::test_integer_flow_is_a_shift ::test_warp_is_linear_in_x ::test_warp_matrix_agrees_with_warp "
@@ -78,8 +77,8 @@ ITEMS = (
           "tests/test_transform.py::test_integer_flow_is_a_shift ::test_warp_matches_scipy_map_coordinates "
           "::test_border_padding_gradient_vanishes_where_clipped "
           "tests/upper_bounds/test_certification.py::test_certified_examples_survive_the_border_attack", "warp"),
-    _item("Eq. (2)", "Flow smoothness `l_diff = sum_i sum_{j in N4(i)} (du_i-du_j)^2 + (dv_i-dv_j)^2` (zero flow "
-          "outside).",
+    _item("Eq. (2)", "Flow smoothness `l_diff = sum_i sum_{j in N4(i)} (du_i-du_j)^2 + (dv_i-dv_j)^2`, zero flow "
+          "outside.",
           "stadv_ref.smoothness.flow_tv .flow_tv_grad stadv_ref.reference.smoothness.flow_tv_reference",
           "tests/test_smoothness.py::test_flow_tv_untied_quadratic_form_and_double_loop "
           "::test_flow_tv_grad_matches_finite_differences tests/backends/test_crosscheck.py::test_flow_tv", "E1"),
@@ -122,7 +121,7 @@ ITEMS = (
           "tests/test_smoothness.py::test_path_matrix_structure ::test_L_is_sum_of_neighbour_terms_and_a_kronecker_sum "
           "tests/backends/test_crosscheck.py::test_smoothness_power"),
     _item("[E4]", "`M^-1` is printed for `M^-T` (equal as `M` is symmetric): `r* = eps L^-1 a / sqrt(a^T L^-1 a)`.",
-          "stadv_ref.operators.m_power stadv_ref.lower_bounds.core.ellipsoid_argmax",
+          "stadv_ref.operators.m_power stadv_ref.lower_bounds.flows.ellipsoid_argmax",
           "tests/test_operators.py::test_m_powers_are_symmetric_adjoint_test "
           "tests/lower_bounds/test_lower_bounds.py::test_ellipsoid_argmax_is_the_maximiser "
           "tests/experiments/test_audit.py::test_fast_checks_reach_the_documented_verdicts", "E4"),
@@ -163,12 +162,13 @@ ITEMS = (
           "tests/experiments/test_audit.py::test_bad_path_integral_flips_the_verdict", "eq4"),
     _item("Eq. (7)", "Midpoint rule `r(i) = (2i-1)/(2n) r` for Eq. (4); its coefficients `alpha` of `x` (`dsigma` "
           "frozen) drive Algorithm 1's x-update.",
-          "stadv_ref.adversarial_loss.adv_loss_path_integral stadv_ref.lower_bounds.lower_bound_attack",
+          "stadv_ref.adversarial_loss.adv_loss_path_integral stadv_ref.lower_bounds.lower_bound_attack "
+          "stadv_ref.lower_bounds.flows.midpoint_flows stadv_ref.lower_bounds.objectives.probe",
           "tests/test_adversarial_loss.py::test_midpoint_rule_error_decreases_on_a_fixed_case "
           "tests/lower_bounds/test_lower_bounds.py::test_midpoint_matches_path_integral_and_alpha", "eq4"),
-    _item("Eq. (13)", "Eq. (7) for a linear classifier `f = v^T x`: the midpoint rule, linear in `x` (coefficients "
-          "`alpha`).",
-          "stadv_ref.adversarial_loss.adv_loss_path_integral stadv_ref.lower_bounds.linear_lower_bound_attack",
+    _item("Eq. (13)", "Eq. (7) for a linear classifier `f = v^T x`: the midpoint rule, linear in `x` (coefficients).",
+          "stadv_ref.adversarial_loss.adv_loss_path_integral stadv_ref.lower_bounds.linear_lower_bound_attack "
+          "stadv_ref.lower_bounds.flows.midpoint_flows stadv_ref.lower_bounds.objectives.probe",
           "tests/test_adversarial_loss.py::test_midpoint_rule_exact_for_a_linear_integrand "
           "tests/lower_bounds/test_lower_bounds.py::test_x_coefficients_are_the_exact_linear_form", "eq4"),
     # -- Impossibility (lower bounds) --------------------------------------------------------------
@@ -182,7 +182,7 @@ ITEMS = (
     _item("[E8]", "`l~` uses `Dg(0; x) = diag(x)`, not a derivative of `g`: the Theorems bound `l~` only; the true "
           "`l_adv` of the pair is reported; the first-order term is piecewise linear.",
           "stadv_ref.adversarial_loss.adv_loss_linearized .adv_loss_first_order "
-          "stadv_ref.lower_bounds.LowerBoundResult",
+          "stadv_ref.lower_bounds.LowerBoundResult stadv_ref.lower_bounds.objectives.linearized",
           "tests/test_adversarial_loss.py::test_linearized_is_not_the_derivative "
           "::test_first_order_is_the_directional_derivative "
           "tests/experiments/test_audit.py::test_fast_checks_reach_the_documented_verdicts", "E8 E8b"),
@@ -191,7 +191,8 @@ ITEMS = (
           "tests/lower_bounds/test_lower_bounds.py::test_theorem1_pair_and_value ::test_theorem1_submatrix_when_m_ge_d "
           "::test_theorem1_below_brute_force_linearised_sup", "E9 E8b"),
     _item("Eq. (6)", "Theorem 1's flow `r* = eps M^-1 pi_2(M^-1 diag(x*) W^T diag(v) dsigma(W x*))`, `||M r*|| = eps`.",
-          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.lower_bounds.core.ellipsoid_argmax",
+          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.lower_bounds.flows.ellipsoid_argmax "
+          "stadv_ref.lower_bounds.objectives.theorem_flow",
           "tests/lower_bounds/test_lower_bounds.py::test_theorem1_pair_and_value "
           "::test_theorem_pairs_feasible_without_tolerance", "E4 E14"),
     _item("[E9]", "Theorem 1 needs `rank W = d`, impossible for `m < d`; `x* = pi_inf(W^+ 1)` activates all `m` units "
@@ -199,19 +200,19 @@ ITEMS = (
           "stadv_ref.lower_bounds.theorem1_input",
           "tests/lower_bounds/test_lower_bounds.py::test_theorem1_pair_and_value ::test_theorem1_submatrix_when_m_ge_d",
           "E9"),
-    _item("Alg. 1", "Alternate `x <- sign(alpha)` (Eq. (7), `dsigma` frozen) and the r-update Eq. (8), from Theorem "
-          "1's pair.",
+    _item("Alg. 1", "From Theorem 1's pair, alternate `x <- sign(alpha)` (Eq. (7), `dsigma` frozen) and Eq. (8).",
           "stadv_ref.lower_bounds.lower_bound_attack .LowerBoundResult",
           "tests/lower_bounds/test_lower_bounds.py::test_algorithm1_never_below_initialisation "
           "::test_feasible_and_exact_reproducible ::test_deterministic "
           "tests/cli/test_cli.py::test_lower_bound_pairs_are_feasible", "E10"),
     _item("Eq. (8)", "`r <- eps M^-1 pi_2(M^-1 sum_i Dg(r(i); x) W^T diag(v) dsigma(W g(r(i); x)))`.",
-          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.lower_bounds.core.ellipsoid_argmax",
+          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.lower_bounds.flows.ellipsoid_argmax "
+          "stadv_ref.lower_bounds.alternating.run_alternating",
           "tests/lower_bounds/test_lower_bounds.py::test_ellipsoid_argmax_is_the_maximiser "
           "::test_midpoint_matches_path_integral_and_alpha ::test_algorithm1_never_below_initialisation"),
     _item("[E10]", "The x-update need not converge (it can cycle): cycles are detected, iterations capped, the best "
           "iterate by true `l_adv` kept.",
-          "stadv_ref.lower_bounds.lower_bound_attack",
+          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.lower_bounds.alternating.run_alternating",
           "tests/lower_bounds/test_lower_bounds.py::test_cycle_detected_on_absolute_value_network "
           "::test_cycle_period_bound_and_caps tests/experiments/test_audit.py::test_prop3_counterexample_and_cycle",
           "E10"),
@@ -219,13 +220,14 @@ ITEMS = (
           "stadv_ref.network.LinearClassifier .as_linear_weights",
           "tests/lower_bounds/test_lower_bounds.py::test_algorithm2_as_relu_network_agrees "
           "tests/upper_bounds/test_closed_form.py::test_linear_classifier_bounds"),
-    _item("Thm. 2", "`sup l~ >= eps ||M^-1 diag(v) x*||`, `x* = pi_inf(v*)`, `v*` the top eigenvector of `diag(v) M^-2 "
+    _item("Thm. 2", "`sup l~ >= eps ||M^-1 diag(v) x*||`, `x* = pi_inf(v*)`, `v*` top eigenvector of `diag(v) M^-2 "
           "diag(v)`.",
           "stadv_ref.lower_bounds.theorem2_input .linear_lower_bound_attack",
           "tests/lower_bounds/test_lower_bounds.py::test_theorem2_eigenvector_matches_dense "
           "::test_theorem2_below_brute_force", "thm2"),
     _item("Eq. (12)", "Theorem 2's flow `r* = eps M^-1 pi_2(M^-1 diag(v) x*)`.",
-          "stadv_ref.lower_bounds.linear_lower_bound_attack stadv_ref.lower_bounds.core.ellipsoid_argmax",
+          "stadv_ref.lower_bounds.linear_lower_bound_attack stadv_ref.lower_bounds.flows.ellipsoid_argmax "
+          "stadv_ref.lower_bounds.objectives.theorem_flow",
           "tests/lower_bounds/test_lower_bounds.py::test_theorem_pairs_feasible_without_tolerance "
           "::test_theorem2_below_brute_force "
           "tests/experiments/test_audit.py::test_fast_checks_reach_the_documented_verdicts", "thm2 E4"),
@@ -233,14 +235,14 @@ ITEMS = (
           "stadv_ref.lower_bounds.linear_lower_bound_attack",
           "tests/lower_bounds/test_lower_bounds.py::test_algorithm2_feasible_exact_and_monotone "
           "::test_algorithm2_as_relu_network_agrees"),
-    _item("Eq. (14)", "Algorithm 2's r-update, Eq. (8) for `f = v^T x`: `r <- eps M^-1 pi_2(M^-1 sum_i Dg(r(i); x) "
-          "v)`.",
-          "stadv_ref.lower_bounds.linear_lower_bound_attack stadv_ref.lower_bounds.core.ellipsoid_argmax",
+    _item("Eq. (14)", "Algorithm 2's r-update, Eq. (8) for `f = v^T x`: `r <- eps M^-1 pi_2(M^-1 sum_i Dg(r(i); x) v)`",
+          "stadv_ref.lower_bounds.linear_lower_bound_attack stadv_ref.lower_bounds.flows.ellipsoid_argmax",
           "tests/lower_bounds/test_lower_bounds.py::test_algorithm2_feasible_exact_and_monotone "
           "::test_ellipsoid_argmax_is_the_maximiser"),
     _item("Multi-class (6.6)", "CW loss with `kappa = 0`; each step works on the two-class problem between the true "
           "class and the current runner-up.",
-          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.adversarial_loss.cw_margin",
+          "stadv_ref.lower_bounds.lower_bound_attack stadv_ref.adversarial_loss.cw_margin "
+          "stadv_ref.lower_bounds.objectives.MulticlassObjective",
           "tests/lower_bounds/test_lower_bounds.py::test_multiclass_runner_up_pairs "
           "tests/test_adversarial_loss.py::test_cw_margin", "E14"),
     _item("[E14]", "Eq. (18) is printed as descent on a loss the attacker increases (sign); Eq. (6) as `W diag(v)` "
@@ -248,14 +250,13 @@ ITEMS = (
           "stadv_ref.lower_bounds.lower_bound_attack",
           "tests/lower_bounds/test_lower_bounds.py::test_multiclass_runner_up_pairs "
           "tests/experiments/test_audit.py::test_fast_checks_reach_the_documented_verdicts", "E14"),
-    _item("Eq. (18)", "The multi-class step of appendix 6.6: ascent on the CW margin `f_i - f_y` (printed as descent, "
+    _item("Eq. (18)", "Appendix 6.6's multi-class step: ascent on the CW margin `f_i - f_y` (printed as descent, "
           "[E14]).",
           "stadv_ref.lower_bounds.lower_bound_attack",
           "tests/lower_bounds/test_lower_bounds.py::test_multiclass_runner_up_pairs "
           "tests/experiments/test_audit.py::test_fast_checks_reach_the_documented_verdicts", "E14"),
     # -- Possibility (upper bounds) ----------------------------------------------------------------
-    _item("Prop. 2", "The axis-aligned bounding box of `||M r|| <= eps` is `|r_i| <= eps lambda_i`, `lambda_i = "
-          "sqrt((L^-1)_ii)`.",
+    _item("Prop. 2", "The bounding box of `||M r|| <= eps` is `|r_i| <= eps lambda_i`, `lambda_i = sqrt((L^-1)_ii)`.",
           "stadv_ref.operators.aabb_radii",
           "tests/test_operators.py::test_aabb_radii_match_direct_computation "
           "::test_aabb_box_is_attained_and_contains_the_ellipsoid", "E11 aabb"),
@@ -308,13 +309,12 @@ ITEMS = (
           "tests/upper_bounds/test_certification.py::test_certified_flags_follow_the_margin_test "
           "::test_certified_examples_survive_the_strong_attack", "E13"),
     # -- Experiments -------------------------------------------------------------------------------
-    _item("Sec. 3.2", "Lower bounds on MNIST one-hidden-layer networks (nt, rand, at): Theorem 1 and Algorithm 1 vs "
-          "`eps` (Figs. 2-4).",
+    _item("Sec. 3.2", "Lower bounds for MNIST networks nt, rand, at: Theorem 1 and Algorithm 1 vs `eps` (Figs. 2-4).",
           "stadv_ref.experiments.curves.lower_bound_curve stadv_ref.experiments.pipeline.reproduce "
           "stadv_ref.training.load_or_train",
           "tests/cli/test_cli.py::test_reproduce_runs_every_step_then_resumes ::test_presets_match_the_paper_scale"),
-    _item("Sec. 4.2", "The 0/1 adversarial loss certified by each upper bound vs `eps` for the trained networks (Figs. "
-          "5, 11).",
+    _item("Sec. 4.2", "The 0/1 adversarial loss certified by each upper bound vs `eps`, trained networks (Figs. 5, "
+          "11).",
           "stadv_ref.experiments.curves.certify_curve stadv_ref.upper_bounds.certify stadv_ref.training.train",
           "tests/cli/test_cli.py::test_reproduce_runs_every_step_then_resumes ::test_certify_zero_one_loss"),
     _item("Sec. 6.8", "The seven networks (nt, rand, fro, spe, stn, at, sdp) and stAdv (`L_adv + tau L_flow`, CW "
@@ -341,7 +341,8 @@ ITEMS = (
           "stadv_ref.experiments.curves.certify_curve stadv_ref.experiments.plots.plot_certify",
           "tests/cli/test_cli.py::test_reproduce_runs_every_step_then_resumes"),
     _item("Fig. 11", "0/1 adversarial loss from every sound upper bound vs `eps`.",
-          "stadv_ref.experiments.curves.certify_curve stadv_ref.experiments.plots.plot_certify",
+          "stadv_ref.experiments.curves.certify_curve stadv_ref.experiments.plots.plot_certify "
+          "stadv_ref.experiments.curves.soundness_spot_check",
           "tests/cli/test_cli.py::test_reproduce_runs_every_step_then_resumes"),
     _item("Fig. 6", "stAdv success rate and adversarial accuracy vs `tau` in [0, 0.1] for every variant.",
           "stadv_ref.experiments.curves.attack_curve stadv_ref.experiments.plots.plot_attack "
@@ -367,27 +368,26 @@ def _cell(text):
 
 
 def _codes(names):
-    return "<br>".join(f"`{_cell(n)}`" for n in names)
+    return "<br>".join(f"`{_cell(n)}`" for n in names) or "-"
 
 
 def render_index():
     """The Markdown page ``docs/EQUATION_INDEX.md``: one table row per item (statement, code, tests, audit)."""
     lines = [
-        "<!-- Generated from stadv_ref/equations.py by `python -m stadv_ref.equations > docs/EQUATION_INDEX.md`; "
-        "do not edit by hand (tests/test_equation_index.py checks it). -->",
+        "*Generated from `stadv_ref/equations.py` by `python -m stadv_ref.equations > docs/EQUATION_INDEX.md`; "
+        "do not edit by hand (`tests/test_equation_index.py` fails when it is stale).*",
+        "",
         "# Equation index",
         "",
-        "Every labelled item of [EQUATIONS.md](EQUATIONS.md) (equations, propositions, theorems, algorithms,",
-        "errata [E1]-[E14], experiment sections and figures), the code that implements it, the tests that",
-        "check it and the checks of the numerical audit (`stadv audit`, [audit.md](audit.md)) that measure it.",
+        "Every labelled item of [EQUATIONS.md](EQUATIONS.md), the code that implements it, the tests that check it",
+        "and the checks of the numerical audit (`stadv audit`, [audit.md](audit.md)) that measure it.",
         "",
         "| Item | Statement | Code | Tests | Audit |",
         "|---|---|---|---|---|",
     ]
     for it in ITEMS:
         statement = _cell(it.statement) + (f" *Note: {_cell(it.note)}*" if it.note else "")
-        lines.append(f"| {_cell(it.key)} | {statement} | {_codes(it.code) or '-'} | {_codes(it.tests) or '-'} "
-                     f"| {_codes(it.audit) or '-'} |")
+        lines.append(f"| {_cell(it.key)} | {statement} | {_codes(it.code)} | {_codes(it.tests)} | {_codes(it.audit)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -160,10 +160,12 @@ def test_every_entry_has_code_and_a_test_or_a_note():
     assert not bad, "\n".join(bad)
 
 
-def test_audit_keys_are_registered_checks():
+def test_audit_keys_are_the_registered_checks():
     audit = importlib.import_module("stadv_ref.experiments.audit")
-    checks = {key for key, _ in audit.CHECKS}
-    assert [(it.key, k) for it in ITEMS for k in it.audit if k not in checks] == []
+    checks = [key for key, _ in audit.CHECKS]
+    assert [(it.key, k) for it in ITEMS for k in it.audit if k not in checks] == [], "unknown audit check keys"
+    cited = {k for it in ITEMS for k in it.audit}
+    assert [k for k in checks if k not in cited] == [], "audit checks that no item of the index cites"
 
 
 def test_item_lookup():
