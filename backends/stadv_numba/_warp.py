@@ -10,9 +10,9 @@ flat (``xf (N*C, H*W)`` images, ``flf (N, 2, H*W)`` flows), and compute in
 * the constant ``one`` is a ``T`` scalar so that no ``float64`` promotion
   creeps into float32 kernels.
 
-Padded planes. Each image plane is copied into (or, for the adjoint,
-accumulated in) a scratch plane with a ring of two zero pixels on every side,
-``(H+4) x (W+4)``. With zero padding the sampling coordinate is clamped to
+Padded planes (the layout, the blocks and the tasks live in :mod:`._layout`). Each
+image plane is copied into (or, for the adjoint, accumulated in) a scratch plane
+with a ring of two zero pixels on every side, ``(H+4) x (W+4)``. With zero padding the sampling coordinate is clamped to
 ``[-2, n]``, so all four corners of every pixel fall inside the padded plane:
 out-of-image corners read the zero ring (exactly the reference's "pixels
 outside are 0", including the right derivative just outside the image) and
@@ -53,15 +53,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._layout import _INL, _OPTS, BLOCK, RING, _load_image, _sizes, _store_image, _task
 from ._prefetch import AHEAD, SMALL, prefetch_image
-
-_OPTS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
-_INL = dict(_OPTS, inline="always")
-
-BLOCK = 512
-"""Pixels per block (the scratch arrays, a few KiB, stay in L1)."""
-RING = 2
-"""Zero pixels around each padded plane."""
 
 # Rows of the weight scratch ``Wt`` filled by _setup (``mode``):
 #   0..3  bilinear weights of the corners 00, 01, 10, 11 (row offset, column offset)
@@ -123,36 +116,6 @@ def _setup(flf, n, k0, L, cg, rg, H, W, one, border, mode, KB, Wt):
                 Wt[5, j] = fr * okc
                 Wt[6, j] = gc * okr
                 Wt[7, j] = fc * okr
-
-
-@njit(**_INL)
-def _sizes(N, H, W):
-    """Sizes shared by the kernels: pixels per image ``HW``, pixel blocks per image ``nb``,
-    (image, block) tasks ``T``, padded width ``Wp`` and padded plane size ``HWp``."""
-    HW = H * W
-    nb = (HW + BLOCK - 1) // BLOCK
-    Wp = W + 2 * RING
-    return HW, nb, N * nb, Wp, (H + 2 * RING) * Wp
-
-
-@njit(**_INL)
-def _task(t, nb, HW):
-    """Task ``t`` of the (image, block) kernels: image ``n``, first pixel ``k0`` and length ``L`` of its block."""
-    n = t // nb
-    k0 = (t - n * nb) * BLOCK
-    return n, k0, min(BLOCK, HW - k0)
-
-
-@njit(**_INL)
-def _load_image(xf, n, C, H, W, XP):
-    """Copy the ``C`` planes of image ``n`` into the interior of the padded planes ``XP``."""
-    Wp = W + 2 * RING
-    for c in range(C):
-        p = n * C + c
-        for r in range(H):
-            base = (r + RING) * Wp + RING
-            for cc in range(W):
-                XP[c, np.uint64(base + cc)] = xf[p, np.uint64(r * W + cc)]
 
 
 @njit(**_INL)
@@ -269,18 +232,6 @@ def _dflow_scatter_block(XP, A, gf, n, C, k0, L, KB, Wt, Wp, outf, one, frac):
         for c in range(C):
             _dflow(XP, c, gf, n * C + c, k0, L, KB, Wt, Wp, outf, n, c == 0)
             _scatter(A, c, gf, n * C + c, k0, L, KB, Wt, Wp)
-
-
-@njit(**_INL)
-def _store_image(A, n, C, H, W, gxf):
-    """``gxf[n*C + c]`` = interior of the padded accumulator ``A[c]`` (the ring is dropped)."""
-    Wp = W + 2 * RING
-    for c in range(C):
-        p = n * C + c
-        for r in range(H):
-            base = (r + RING) * Wp + RING
-            for cc in range(W):
-                gxf[p, np.uint64(r * W + cc)] = A[c, np.uint64(base + cc)]
 
 
 @njit(parallel=True, **_OPTS)
