@@ -112,7 +112,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "sdp.json"))
     args = p.parse_args(argv)
     sys.path.insert(0, str(HERE.parent))
-    from verify._common import write_json  # JSON helpers shared with the verify/ scripts
+    from stadv_ref._io import atomic_write_json as write_json
 
     sizes = [(20, 7), (50, 10), (100, 14)] if args.quick else [(20, 7), (50, 10), (100, 14), (200, 20), (500, 28)]
     big_limit = args.scs_limit or (60.0 if args.quick else 600.0)
