@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stadv_ref
-from stadv_ref.upper_bounds import sdp
+from stadv_ref.upper_bounds import sdp, sdp_dual
 from stadv_ref.operators import aabb_radii, smoothness_operator
 
 
@@ -216,6 +216,34 @@ def test_dual_bound_and_grad_matches_finite_differences():
 def test_dual_bound_and_grad_bad_input():
     with pytest.raises(ValueError, match="c"):
         sdp.dual_bound_and_grad(np.ones((2, 3)), np.ones(4))
+    with pytest.raises(ValueError, match="solver"):
+        sdp_dual.sdp_dual_gradient(np.ones((2, 3)), np.ones(5), solver="lanczos")
+    with pytest.raises(ValueError, match="row_scale"):
+        sdp_dual.sdp_dual_gradient(np.ones((2, 3)), np.ones(5), row_scale=np.ones(3))
+    with pytest.raises(ValueError, match="u0"):
+        sdp_dual.sdp_dual_gradient(np.ones((2, 3)), np.ones(5), solver="arpack", u0=np.ones(4))
+
+
+def test_sdp_dual_gradient_routes_agree_and_arpack_is_deterministic():
+    """One dual, two eigen solvers: dense eigh and matrix-free ARPACK (row-scaled block, as in
+    training) agree; ARPACK without a warm start uses a seeded start vector, so repeated calls
+    are bit-identical (ARPACK's own random start is not, issue #19)."""
+    rng = np.random.default_rng(5)
+    Wl, dv = rng.standard_normal((9, 14)), rng.standard_normal(9)
+    c = rng.uniform(-0.1, 0.6, 23)
+    dense = sdp_dual.sdp_dual_gradient(dv[:, None] * Wl, c)
+    runs = [sdp_dual.sdp_dual_gradient(Wl, c, row_scale=dv, solver="arpack", tol=1e-13) for _ in range(2)]
+    assert dense.lam > 0
+    np.testing.assert_allclose(runs[0].value, dense.value, rtol=1e-11)
+    np.testing.assert_allclose(runs[0].grad_A, dense.grad_A, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(runs[0].grad_c, dense.grad_c, rtol=1e-7, atol=1e-9)
+    assert np.array_equal(runs[0].x, runs[1].x) and runs[0].value == runs[1].value
+    # dual_bound_and_grad is the same computation as a tuple
+    val, gA, gc = sdp.dual_bound_and_grad(dv[:, None] * Wl, c)
+    assert val == dense.value and np.array_equal(gA, dense.grad_A) and np.array_equal(gc, dense.grad_c)
+    # lambda_max <= 0: no gradient in A, grad_c = 1[c > 0]
+    flat = sdp_dual.sdp_dual_gradient(Wl, np.full(23, 100.0), row_scale=dv, solver="arpack")
+    assert flat.scale == 0 and not np.any(flat.grad_A) and np.array_equal(flat.grad_c, np.ones(23))
 
 
 # -- bad input to solve_sdp -----------------------------------------------------------
