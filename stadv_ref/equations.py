@@ -276,11 +276,11 @@ ITEMS = (
           "sdp aabb"),
     _item("Dual certificate", "For any `c`, `SDP(P) <= n max(0, lambda_max(P - diag(c))) + sum_i max(c_i, 0)`, `n = m "
           "+ d`, with `lambda_max` a guaranteed upper estimate.",
-          "stadv_ref.upper_bounds.dual_bound .lambda_max_upper .solve_sdp .dual_bound_and_grad "
+          "stadv_ref.upper_bounds.dual_bound .lambda_max_upper .solve_sdp .dual_bound_and_grad .sdp_dual_gradient "
           "stadv_ref.reference.sdp.lambda_max_upper_reference",
           "tests/upper_bounds/test_sdp.py::test_certificate_dominates_mixing_iterate_primal "
           "::test_lambda_max_upper_is_rigorous_and_tight ::test_dual_bound_and_grad_matches_finite_differences "
-          "::test_sdp_primal_lower_is_a_lower_bound "
+          "::test_sdp_dual_gradient_routes_agree_and_arpack_is_deterministic ::test_sdp_primal_lower_is_a_lower_bound "
           "tests/backends/test_crosscheck.py::test_lambda_max_upper_large_is_rigorous", "dual"),
     _item("Eq. (16)", "Linear classifier: `l_adv <= 2 eps ||v * lambda||_1`.",
           "stadv_ref.upper_bounds.upper_bound",
