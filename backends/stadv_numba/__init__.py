@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
 
 try:
     import numba
@@ -28,6 +30,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
     ) from exc
 
 from stadv_ref.kernels import collect_kernels
+from stadv_ref.operators import smoothness_operator
+from stadv_ref.reference.sdp import _square_finite, lambda_max_certificate
 
 from . import _net, _sdp, _smooth, _warp, _warp_packed
 
@@ -223,8 +227,6 @@ def stadv_flow_loss(flow, eps, neighborhood, padding):
 
 @functools.lru_cache(maxsize=64)
 def _spectral(H, W, p, dtype):
-    from stadv_ref.operators import smoothness_operator
-
     op = smoothness_operator(H, W)
     dt = np.dtype(dtype)
     QH = np.ascontiguousarray(op.QH, dtype=dt)
@@ -303,9 +305,6 @@ def sdp_mixing(A, S, T, max_iter, tol):
 
 def _top_eigenvalue(S):
     """Estimate of ``lambda_max(S)``: dense LAPACK for ``n <= 256``, else Lanczos (ARPACK) to machine precision."""
-    import scipy.linalg
-    import scipy.sparse.linalg
-
     n = S.shape[0]
     if n > 256:
         v0 = np.random.default_rng(0).standard_normal(n)
@@ -330,8 +329,6 @@ def lambda_max_upper(S):
     instead of a dense tridiagonalisation; the bound stays rigorous because
     only the Cholesky factorisation certifies it.
     """
-    from stadv_ref.reference.sdp import _square_finite, lambda_max_certificate
-
     S = _square_finite(S)
     return lambda_max_certificate(S, _top_eigenvalue(S))
 
