@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/run_gpu.sh [all|test|bench|quick]     (default: all)
 #
-#   test   pytest tests/backends/test_cupy_backend.py (GPU tests included) and the
+#   test   pytest tests/backends/test_cupy_*.py (GPU tests included) and the
 #          generic cross-checks with STADV_BACKEND=cupy (fails, never skips,
 #          when the backend cannot load)
 #   bench  python benchmarks/bench_gpu.py (warp vs torch grid_sample, stAdv
@@ -76,8 +76,8 @@ cat "$OUT/env.txt" | tee -a "$LOG"
 
 status=0
 run_tests() {
-  log "pytest tests/backends/test_cupy_backend.py"
-  "$PY" -m pytest tests/backends/test_cupy_backend.py -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cupy_backend.log" | tail -25
+  log "pytest tests/backends/test_cupy_*.py"
+  "$PY" -m pytest tests/backends/test_cupy_emulated.py tests/backends/test_cupy_import.py tests/backends/test_cupy_gpu.py -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cupy_backend.log" | tail -25
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   log "STADV_BACKEND=cupy pytest tests/backends/test_crosscheck.py"
   STADV_BACKEND=cupy "$PY" -m pytest tests/backends/test_crosscheck.py -q -rs -p no:cacheprovider 2>&1 \

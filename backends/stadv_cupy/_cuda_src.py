@@ -1,7 +1,7 @@
 r"""CUDA C++ source of the warp kernels of Eq. (1) (compiled by CuPy's NVRTC).
 
 This module is plain Python (no CuPy import) so the source can be compiled and
-checked without a GPU: ``tests/backends/test_cupy_backend.py`` compiles it with ``nvcc``
+checked without a GPU: ``tests/backends/test_cupy_emulated.py`` compiles it with ``nvcc``
 when one is installed and *runs* it on the CPU through a small C++ shim (one
 emulated thread at a time), comparing every kernel with the NumPy reference of
 :mod:`stadv_ref.transform`.

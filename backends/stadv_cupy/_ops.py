@@ -2,7 +2,7 @@ r"""Array-module-generic kernels of the CuPy backend (flow losses, ``L^p``, netw
 
 Every function takes the array module ``xp`` as its first argument, so the same
 code runs on CuPy in the backend and on NumPy in the CPU tests
-(``tests/backends/test_cupy_backend.py`` cross-checks it against the reference without a
+(``tests/backends/test_cupy_emulated.py`` cross-checks it against the reference without a
 GPU). Nothing here converts to NumPy or synchronises the device: inputs and
 outputs stay ``xp`` arrays; only the small constant matrices (``A_n``,
 ``Q_H``, ``Q_W``, the spectrum of ``L``) are built on the host once per grid

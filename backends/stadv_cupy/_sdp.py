@@ -24,6 +24,7 @@ contract in :mod:`stadv_ref.kernels`):
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from stadv_ref.reference.sdp import _EPS, _TINY, _gamma  # the reference's rounding constants (Higham)
 
@@ -96,8 +97,6 @@ def sdp_mixing(xp, A, S, T, max_iter, tol, chunk=CHUNK):
 def _cholesky_succeeds(xp, K):
     """Whether the floating-point Cholesky factorisation of ``K`` runs to completion."""
     if xp is np:
-        import scipy.linalg
-
         _, info = scipy.linalg.lapack.dpotrf(K, lower=1, clean=0, overwrite_a=0)
         return info == 0
     import cupyx
