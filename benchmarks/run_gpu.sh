@@ -79,8 +79,8 @@ run_tests() {
   log "pytest tests/backends/test_cupy_*.py"
   "$PY" -m pytest tests/backends/test_cupy_emulated.py tests/backends/test_cupy_import.py tests/backends/test_cupy_gpu.py -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cupy_backend.log" | tail -25
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  log "STADV_BACKEND=cupy pytest tests/backends/test_crosscheck.py"
-  STADV_BACKEND=cupy "$PY" -m pytest tests/backends/test_crosscheck.py -q -rs -p no:cacheprovider 2>&1 \
+  log "STADV_BACKEND=cupy pytest tests/backends/test_crosscheck.py tests/backends/test_inventory.py"
+  STADV_BACKEND=cupy "$PY" -m pytest tests/backends/test_crosscheck.py tests/backends/test_inventory.py -q -rs -p no:cacheprovider 2>&1 \
     | tee "$OUT/pytest_crosscheck_cupy.log" | tail -25
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   log "tests done (status $status)"
