@@ -1,0 +1,303 @@
+r"""Per-image certificates for flows with ``||M r|| <= eps`` (issue #21, fast level).
+
+:func:`local_pair_bounds` bounds, for each image ``x_n`` with label ``y_n`` and each class
+``i``, the worst margin ``max_{||M r|| <= eps} f_i(g(r; x_n)) - f_{y_n}(g(r; x_n))`` of a
+one-hidden-layer ReLU network ``f = V relu(W x~ + b) + c`` over the warp ``x~ = g(r; x)`` of
+Eq. (1) and the budget of Eq. (3). Unlike the global bounds of :mod:`.closed_form` (one
+constant per class pair for every input), it uses the image. The certification rule of
+[E13] becomes: ``x_n`` is certified at ``eps`` when every entry ``i != y_n`` is ``< 0``.
+
+Construction (three sound steps)
+--------------------------------
+1. **Per-pixel relaxation** (:mod:`.local_relax`): over Proposition 2's box
+   ``|r_i| <= eps lambda_i`` each warped pixel lies between two parallel lines in ``r_i``
+   (tied) or planes in ``(du_i, dv_i)`` (untied): ``x~_i in A_i r_i + [lo_i, hi_i]``.
+2. **Pre-activation bounds** of ``z = W x~ + b``: a linear function ``g^T r + const`` has
+   maximum ``const + eps sqrt(g^T L^-1 g)`` over ``||M r|| <= eps`` (the argmax is
+   ``r* = eps L^-1 g / sqrt(g^T L^-1 g)``, [E4]); ``g^T L^-1 g = ||Lambda^-1/2 Q^T g||^2`` with
+   the Kronecker eigendecomposition ``L = Q Lambda Q^T`` (:func:`stadv_ref.smoothness_operator`).
+   Untied: ``eps sqrt(g_u^T L^-1 g_u + g_v^T L^-1 g_v)``. The box bound ``sum_i |g_i| eps lambda_i``
+   is also valid; the smaller of the two is used.
+3. **CROWN back-substitution** for the margin ``(V_i - V_y)^T relu(z) + c_i - c_y``: stable
+   units exactly; on unstable units (``l < 0 < u``) the upper line
+   ``relu(z) <= u (z - l) / (u - l)`` where the output coefficient is positive, and the lower
+   line ``relu(z) >= alpha z`` (``alpha = 1`` if ``u >= -l`` else ``0``) where it is negative.
+   This gives ``w^T x~ + mu``; step 1 turns it into ``(w o A)^T r + sum_i max(w_i lo_i, w_i hi_i) + mu``
+   and step 2's closed form (or the box) maximises the linear part.
+
+Rounding: every bound is raised (lower bounds lowered) by ``1e-9`` times the sum of the
+absolute values of the terms it adds up (an a-priori bound of the float64 summation error
+is ``n u < 1e-9`` times that sum for ``n < 9e6`` terms); the radii are inflated by
+``1 + 1e-9`` (against rounding of ``lambda`` and of a flow's budget), and the per-pixel
+offsets carry :data:`.local_relax.RELAX_MARGIN`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_positive_int
+from ..network import OneHiddenLayerNet
+from ..operators import aabb_radii, smoothness_operator
+from ..transform import PADDINGS
+from .local_relax import tied_relaxation, untied_relaxation
+
+__all__ = ["local_pair_bounds", "ellipsoid_max", "FLOWS", "TIGHTNESS", "SAFETY"]
+
+FLOWS = ("tied", "untied")
+"""Flow models: tied ``du = dv = r``, ``||M r|| <= eps``; untied ``||M du||^2 + ||M dv||^2 <= eps^2``."""
+TIGHTNESS = ("fast", "tight")
+"""Tightness levels of :func:`local_pair_bounds` (``"tight"`` is not implemented yet)."""
+SAFETY = 1e-9
+"""Relative rounding margin of every summed bound and of the radii (module docstring)."""
+_BLOCK = 4096
+"""(image, unit) pairs whose ellipsoid maxima are computed at once (memory ``3 * 8 * _BLOCK * H * W`` bytes)."""
+
+
+def _inv_quad(fields, op):
+    """``g^T L^-1 g`` for every field ``g`` of ``fields (B, H, W)`` (Kronecker eigenbasis).
+
+    ``T = Q_H^T G Q_W`` (stacked 2-D products, faster here than one tall GEMM), then
+    ``sum_kl T_kl^2 / (a_k + b_l)``. Peak memory: two arrays of ``B * H * W`` float64.
+    """
+    B = fields.shape[0]
+    T = op.QH.T @ fields @ op.QW
+    np.square(T, out=T)
+    return T.reshape(B, -1) @ (1.0 / op.eigvals).ravel()
+
+
+def ellipsoid_max(g, eps, *, untied=False):
+    """Closed-form maximum of ``g^T r`` over the budget ``||M r|| <= eps`` (Eq. (3), [E4]).
+
+    Parameters
+    ----------
+    g : array_like, shape (..., H, W), or (..., 2, H, W) with ``untied=True``
+        Coefficients of a tied flow ``r``, or of an untied flow ``(du, dv)``.
+    eps : float
+    untied : bool
+        Maximise ``g_u^T du + g_v^T dv`` over ``||M du||^2 + ||M dv||^2 <= eps^2``.
+
+    Returns
+    -------
+    ndarray, shape ``g.shape[:-2]`` (``g.shape[:-3]`` untied)
+        ``eps * sqrt(g^T L^-1 g)`` (untied: ``eps * sqrt(g_u^T L^-1 g_u + g_v^T L^-1 g_v)``).
+
+    Notes
+    -----
+    In ``s = M r`` the budget is the ball ``||s|| <= eps`` and ``g^T r = (M^-1 g)^T s``, so by
+    Cauchy-Schwarz the maximum is ``eps ||M^-1 g|| = eps sqrt(g^T L^-1 g)``, attained at
+    ``r* = eps L^-1 g / sqrt(g^T L^-1 g)``. ``g^T L^-1 g = ||Lambda^-1/2 Q^T g||^2`` with the
+    Kronecker eigendecomposition ``L = Q Lambda Q^T`` (two small GEMMs per field).
+    """
+    g = as_float_array("g", g, dtype=np.float64)
+    eps = check_budget("eps", eps)
+    if g.ndim < (3 if untied else 2) or (untied and g.shape[-3] != 2):
+        raise ValueError(f"g must have shape (..., {'2, ' if untied else ''}H, W), got {g.shape}")
+    H, W = g.shape[-2:]
+    op = smoothness_operator(H, W)
+    q = _inv_quad(g.reshape(-1, H, W), op)
+    q = q.reshape(g.shape[:-2])
+    if untied:
+        q = q.sum(axis=-1)
+    return eps * np.sqrt(np.maximum(q, 0.0))
+
+
+def _validate(net, X, y, eps, flow, padding, tightness, input_range, chunk_size):
+    if not isinstance(net, OneHiddenLayerNet):
+        raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
+    check_choice("flow", flow, FLOWS)
+    check_choice("padding", padding, PADDINGS)
+    check_choice("tightness", tightness, TIGHTNESS)
+    lo, hi = check_input_range("input_range", input_range)
+    eps = check_budget("eps", eps)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    H, W = net.image_shape
+    X = as_float_array("X", X, ndim=(2, 3), dtype=np.float64)
+    if X.ndim == 2:
+        if X.shape[1] != H * W:
+            raise ValueError(f"X must have shape (N, {H}, {W}) or (N, {H * W}), got {X.shape}")
+        X = X.reshape(-1, H, W)
+    elif X.shape[1:] != (H, W):
+        raise ValueError(f"X must hold {H}x{W} images (net.image_shape), got shape {X.shape}")
+    if X.size and (X.min() < lo or X.max() > hi):
+        raise ValueError(
+            f"X must lie in input_range=({lo:g}, {hi:g}); got values in [{X.min():g}, {X.max():g}] "
+            "(a certificate for an image outside the range the network is certified on would be false)")
+    y_arr = np.asarray(y)
+    if y_arr.shape != (X.shape[0],) or not (np.issubdtype(y_arr.dtype, np.integer) or y_arr.dtype == bool):
+        raise ValueError(f"y must be integer labels of shape ({X.shape[0]},), got shape {y_arr.shape}, "
+                         f"dtype {y_arr.dtype}")
+    K = 2 if net.binary else net.n_classes
+    y_arr = y_arr.astype(np.int64)
+    if y_arr.size and (y_arr.min() < 0 or y_arr.max() >= K):
+        raise ValueError(f"y must hold labels in [0, {K}), got values in [{y_arr.min()}, {y_arr.max()}]")
+    return X, y_arr, eps, chunk_size
+
+
+def _preactivation_bounds(net, slopes, lo, hi, R, eps, op, block=_BLOCK):
+    """Bounds ``l <= W x~ + b <= u`` over the relaxation of step 1 and the budget (step 2).
+
+    The box bound is computed for every unit; the ellipsoid maximum only where the box
+    leaves the unit unstable (a stable unit's ReLU is exact whatever its bounds), in blocks
+    of ``block`` (image, unit) pairs.
+    """
+    Wt, Wabs_t = net.W.T, np.abs(net.W).T
+    mid, rad = (lo + hi) / 2, (hi - lo) / 2
+    centre = mid @ Wt + net.b
+    spread = rad @ Wabs_t
+    lin = sum((np.abs(A) * R) @ Wabs_t for A in slopes)          # box bound, (N, m)
+    mag = np.abs(net.b) + (np.abs(mid) + rad) @ Wabs_t + lin
+    reach = spread + lin + SAFETY * mag
+    n_idx, j_idx = np.nonzero((centre - reach < 0) & (centre + reach > 0) & (lin > 0))
+    H, W = op.H, op.W
+    for start in range(0, n_idx.size, block):
+        nn, jj = n_idx[start:start + block], j_idx[start:start + block]
+        q = sum(_inv_quad((net.W[jj] * A[nn]).reshape(-1, H, W), op) for A in slopes)
+        lin[nn, jj] = np.minimum(lin[nn, jj], eps * np.sqrt(np.maximum(q, 0.0)))
+    mag = np.abs(net.b) + (np.abs(mid) + rad) @ Wabs_t + lin
+    return centre - spread - lin - SAFETY * mag, centre + spread + lin + SAFETY * mag
+
+
+def _relu_lines(l, u):
+    """CROWN lines per unit: ``alpha z <= relu(z) <= s z + t`` on ``[l, u]`` (adaptive ``alpha``)."""
+    unstable = (l < 0) & (u > 0)
+    active = l >= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_unst = np.where(unstable, u / np.where(unstable, u - l, 1.0), 0.0)
+    s = np.where(unstable, s_unst, active.astype(float))
+    t = np.where(unstable, -s_unst * l, 0.0)
+    alpha = np.where(unstable, (u >= -l).astype(float), active.astype(float))
+    return s, t, alpha
+
+
+def _margin_coefficients(net, y):
+    """Output coefficients ``C (N, K', m)`` and constants ``c0 (N, K')`` of the margins bounded."""
+    if net.binary:
+        sign = -(2.0 * y - 1.0)  # bound on -(2y - 1) f
+        return sign[:, None, None] * net.V[None], sign[:, None] * net.c[None]
+    return net.V[None] - net.V[y][:, None, :], net.c[None] - net.c[y][:, None]
+
+
+def _chunk_bounds(net, X, y, eps, R, flow, padding, op):
+    N = X.shape[0]
+    H, W = net.image_shape
+    if flow == "tied":
+        a, lo, hi = tied_relaxation(X, R, padding)
+        slopes = [a.reshape(N, -1)]
+    else:
+        a, b, lo, hi = untied_relaxation(X, R, padding)
+        slopes = [a.reshape(N, -1), b.reshape(N, -1)]
+    lo, hi = lo.reshape(N, -1), hi.reshape(N, -1)
+    Rf = R.reshape(-1)
+    l, u = _preactivation_bounds(net, slopes, lo, hi, Rf, eps, op)
+    s, t, alpha = _relu_lines(l, u)
+    C, c0 = _margin_coefficients(net, y)                      # (N, K, m), (N, K)
+    lam = np.where(C > 0, C * s[:, None, :], C * alpha[:, None, :])
+    up_t = np.where(C > 0, C * t[:, None, :], 0.0)
+    mu = c0 + up_t.sum(axis=2) + lam @ net.b
+    K, m = C.shape[1], C.shape[2]
+    w = (lam.reshape(N * K, m) @ net.W).reshape(N, K, -1)     # coefficients of x~
+    offset = np.maximum(w * hi[:, None, :], w * lo[:, None, :]).sum(axis=2)
+    q = np.zeros((N, K))
+    box = np.zeros((N, K))
+    for A in slopes:
+        g = w * A[:, None, :]
+        q += _inv_quad(g.reshape(N * K, H, W), op).reshape(N, K)
+        box += np.abs(g) @ Rf
+    lin = np.minimum(eps * np.sqrt(np.maximum(q, 0.0)), box)
+    # magnitude of everything summed (rounding margin)
+    xmax = np.maximum(np.abs(lo), np.abs(hi)) + sum(np.abs(A) for A in slopes) * Rf
+    zmag = np.abs(net.b) + xmax @ np.abs(net.W).T                                     # (N, m)
+    mag = (np.abs(c0) + np.abs(up_t).sum(axis=2) + (np.abs(lam) * zmag[:, None, :]).sum(axis=2)
+           + np.abs(w * np.maximum(np.abs(lo), np.abs(hi))[:, None, :]).sum(axis=2) + lin)
+    return mu + offset + lin + SAFETY * mag
+
+
+def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness="fast", input_range=(0.0, 1.0),
+                      chunk_size=32):
+    r"""Per-image upper bounds on the worst class margin under flows with ``||M r|| <= eps``.
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        ``f(x) = V relu(W x + b) + c`` (multi-class or binary).
+    X : array_like, shape (N, H, W) or (N, H*W)
+        Images; ``(H, W) = net.image_shape``; every pixel in ``input_range``.
+    y : array_like of int, shape (N,)
+        Labels in ``[0, K)`` (``{0, 1}`` for a binary network).
+    eps : float
+        Budget ``>= 0`` of Eq. (3) (any size: Prop. 2's interval may span several pixels).
+    flow : {"tied", "untied"}
+        ``"tied"``: ``du = dv = r`` with ``||M r|| <= eps``; ``"untied"``: ``(du, dv)`` with
+        ``||M du||^2 + ||M dv||^2 <= eps^2``.
+    padding : {"zeros", "border"}
+        As :func:`stadv_ref.warp`.
+    tightness : {"fast", "tight"}
+        ``"fast"``: the closed-form construction of the module docstring. ``"tight"`` is not
+        implemented yet and raises ``NotImplementedError``.
+    input_range : tuple (lo, hi)
+        The box the images must lie in (a certificate for an image outside it is refused).
+    chunk_size : int
+        Images processed at once. Peak memory is about
+        ``8 * chunk_size * (2 * n_flow * m * H * W + 4 * K * H * W)`` bytes
+        (``n_flow`` = 1 tied, 2 untied; the pre-activation quadratic forms dominate:
+        about 200 MB for ``chunk_size = 32`` on a 784-500-10 network).
+
+    Returns
+    -------
+    ndarray, shape (N, K) float64 (``(N, 1)`` for a binary network)
+        Entry ``(n, i)`` is a sound upper bound on
+        ``max_{||M r|| <= eps} f_i(g(r; x_n)) - f_{y_n}(g(r; x_n))``; entry ``(n, y_n)`` is ``-inf``.
+        For a binary network (class 1 iff ``f > 0``) the single column bounds
+        ``max -(2 y_n - 1) f(g(r; x_n))``. ``x_n`` is certified when its row is ``< 0``
+        (appendix 6.7 with the corrected rule [E13]).
+
+    Raises
+    ------
+    TypeError
+        ``net`` not a :class:`OneHiddenLayerNet`; non-numeric ``X``; non-real ``eps``.
+    ValueError
+        ``X`` of the wrong shape, not finite or outside ``input_range``; ``y`` not integer
+        labels in range; ``eps < 0`` or not finite; unknown ``flow``, ``padding``,
+        ``tightness``; bad ``input_range`` or ``chunk_size``.
+    NotImplementedError
+        ``tightness="tight"``.
+
+    Notes
+    -----
+    With ``x~ = g(r; x)`` (Eq. (1)), Prop. 2's box ``|r_i| <= eps lambda_i`` and per-pixel
+    relaxations ``x~_i in A_i r_i + [lo_i, hi_i]``, the CROWN lines give
+    ``f_i - f_y <= mu + w^T x~`` for all feasible ``r``, and
+
+    .. math:: \max_{\|Mr\|\le\varepsilon} f_i - f_y \le \mu + \sum_j \max(w_j lo_j, w_j hi_j)
+              + \min\Big(\varepsilon \sqrt{(w\circ A)^\top L^{-1} (w\circ A)},\;
+              \sum_j |w_j A_j|\, \varepsilon\lambda_j\Big).
+
+    At ``eps = 0`` the bound equals the clean margin ``f_i(x) - f_y(x)`` up to the
+    ``1e-9`` relative safety margin.
+
+    Examples
+    --------
+    >>> import numpy as np, stadv_ref
+    >>> from stadv_ref.upper_bounds.local import local_pair_bounds
+    >>> rng = np.random.default_rng(0)
+    >>> net = stadv_ref.OneHiddenLayerNet(rng.standard_normal((8, 16)), rng.standard_normal((3, 8)))
+    >>> X = rng.uniform(0, 1, (2, 4, 4))
+    >>> local_pair_bounds(net, X, net.predict(X), 0.1).shape
+    (2, 3)
+    """
+    X, y, eps, chunk_size = _validate(net, X, y, eps, flow, padding, tightness, input_range, chunk_size)
+    if tightness == "tight":
+        raise NotImplementedError("tightness='tight' is not implemented yet; use tightness='fast'")
+    H, W = net.image_shape
+    N = X.shape[0]
+    out = np.empty((N, net.n_classes))
+    if N == 0:
+        return out
+    R = aabb_radii(H, W, eps) * (1 + SAFETY)
+    op = smoothness_operator(H, W)
+    for start in range(0, N, chunk_size):
+        sl = slice(start, min(start + chunk_size, N))
+        out[sl] = _chunk_bounds(net, X[sl], y[sl], eps, R, flow, padding, op)
+    if not net.binary:
+        out[np.arange(N), y] = -np.inf
+    return out
