@@ -15,12 +15,15 @@ __all__ = [
     "check_budget",
     "check_choice",
     "check_class_index",
+    "check_labels",
     "check_input_range",
     "check_positive_int",
     "check_real",
     "check_seed",
     "images_4d",
     "check_flow",
+    "check_image_shape",
+    "frozen_copy",
 ]
 
 
@@ -144,6 +147,29 @@ def check_class_index(name, value, n_classes):
     return value
 
 
+def check_labels(name, y, n, n_classes):
+    """Check integer class labels of shape ``(n,)`` in ``[0, n_classes)`` (floats and bools are refused).
+
+    Raises
+    ------
+    TypeError
+        ``y`` is not an array of integers (float, bool, string or object entries).
+    ValueError
+        ``y`` does not have shape ``(n,)`` or holds a label outside ``[0, n_classes)``.
+    """
+    try:
+        arr = np.asarray(y)
+    except Exception as exc:  # pragma: no cover - exotic objects
+        raise TypeError(f"{name} must be integer class labels, got {type(y).__name__}") from exc
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be integer class labels, got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one label per input), got {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        raise ValueError(f"{name} must be in [0, {n_classes}), got labels from {arr.min()} to {arr.max()}")
+    return arr.astype(np.int64, copy=False)
+
+
 def check_seed(name, seed):
     """Check a random seed: an integer ``>= 0`` (what ``numpy.random.default_rng`` accepts)."""
     if not _is_integer(seed):
@@ -178,8 +204,8 @@ def images_4d(name, x):
     return x, False
 
 
-def check_flow(name, flow, n, h, w, dtype=None):
-    """Validate a flow of shape ``(N, 2, H, W)`` matching images ``(N, ., H, W)``."""
+def check_flow(name, flow, n, h, w, dtype=None, images="x"):
+    """Validate a flow of shape ``(N, 2, H, W)`` matching the images ``images`` of shape ``(N, ., H, W)``."""
     flow = as_float_array(name, flow, ndim=4, dtype=dtype)
     if flow.shape[1] != 2:
         raise ValueError(
@@ -188,8 +214,23 @@ def check_flow(name, flow, n, h, w, dtype=None):
         )
     if flow.shape[2:] != (h, w):
         raise ValueError(
-            f"{name} spatial shape {tuple(flow.shape[2:])} does not match the images' {(h, w)}"
+            f"{name} spatial shape {tuple(flow.shape[2:])} does not match {images}'s {(h, w)}"
         )
     if flow.shape[0] != n:
-        raise ValueError(f"{name} batch size {flow.shape[0]} does not match the images' {n}")
+        raise ValueError(f"{name} batch size {flow.shape[0]} does not match {images}'s {n}")
     return flow
+
+
+def check_image_shape(name, image_shape):
+    """``(H, W)``: a pair of positive integers (floats are refused, not truncated); return it as a tuple."""
+    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__len__") or len(image_shape) != 2:
+        raise TypeError(f"{name} must be a pair of integers (H, W), got {image_shape!r}")
+    return tuple(check_positive_int(name, n) for n in image_shape)
+
+
+def frozen_copy(a):
+    """A private, read-only copy of the array ``a`` (NumPy arrays; other array types are only copied)."""
+    a = a.copy()
+    if isinstance(a, np.ndarray):
+        a.setflags(write=False)
+    return a

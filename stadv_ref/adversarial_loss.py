@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, check_class_index, check_positive_int, check_real
+from ._validate import as_float_array, check_choice, check_class_index, check_labels, check_positive_int, check_real
 from .backend import get_backend
 from .network import OneHiddenLayerNet, relu_derivative
 from .transform import PADDINGS, warp, warp_vjp_flow
@@ -79,6 +79,8 @@ def _images_and_flow(net, x, flow, name="flow"):
         x = x[None]
     if x.shape[1:] != (H, W):
         raise ValueError(f"x must hold {H}x{W} images, got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one image (N = 0 is refused, as by warp)")
     flow = as_float_array(name, flow, ndim=(3, 4), dtype=np.float64)
     n = x.shape[0]
     if flow.ndim == 3:  # tied flows r
@@ -110,6 +112,17 @@ def adv_loss_exact(net, x, flow, *, classes=None, padding="zeros"):
     ndarray, shape (N,)
         A true value of the loss; for any feasible ``(x, r)`` it is a valid
         lower bound on the supremum of Section 3.
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not a :class:`OneHiddenLayerNet`; ``classes`` is not a pair of integers;
+        ``x`` or ``flow`` is not a real numeric array.
+    ValueError
+        ``x`` is not ``(N, H, W)`` (or one ``(H, W)`` image) of the net's image shape with
+        ``N >= 1``; ``flow`` is not ``(N, H, W)`` (tied; a 3-D flow is always tied) or
+        ``(N, 2, H, W)`` with the same ``N``; NaN/inf; ``classes`` missing, given for a binary
+        net, out of range or equal; unknown ``padding``; the net's output overflows.
     """
     f = binary_view(net, classes)
     check_choice("padding", padding, PADDINGS)
@@ -122,6 +135,11 @@ def flow_gradient(net, x, flow, *, classes=None, padding="zeros"):
 
     ``grad_flow f(g) = Dg(flow; x)^T grad f(g(flow; x))`` (Eqs. (1), (5)); right derivatives at
     integer sampling positions (see :mod:`stadv_ref.transform`).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`adv_loss_exact`.
     """
     f = binary_view(net, classes)
     check_choice("padding", padding, PADDINGS)
@@ -147,6 +165,11 @@ def adv_loss_path_integral(net, x, flow, n=64, *, classes=None, padding="zeros")
     Returns
     -------
     ndarray, shape (N,)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`adv_loss_exact`; ``n`` not an integer ``>= 1``.
     """
     n = check_positive_int("n", n)
     f = binary_view(net, classes)
@@ -178,6 +201,11 @@ def adv_loss_linearized(net, x, r, *, classes=None):
     -------
     ndarray, shape (N,)
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`adv_loss_exact`, with ``r`` a tied flow ``(N, H, W)`` only; the value overflows.
+
     Notes
     -----
     It replaces ``Dg(0; x)`` by ``diag(x)``, which is not a derivative of ``g``
@@ -191,8 +219,12 @@ def adv_loss_linearized(net, x, r, *, classes=None):
         raise ValueError(f"r must be a tied flow of shape {(x.shape[0],) + tuple(f.image_shape)}, got {r.shape}")
     X = x.reshape(x.shape[0], -1)
     R = flow[:, 0].reshape(x.shape[0], -1)
-    ds = relu_derivative(X @ f.W.T + f.b)
-    return ((ds * f.V[0]) @ f.W * X * R).sum(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+        ds = relu_derivative(X @ f.W.T + f.b)
+        out = ((ds * f.V[0]) @ f.W * X * R).sum(axis=1)
+    if not np.isfinite(out).all():
+        raise ValueError("the linearised loss is not finite (overflow): the net weights or the inputs x, r are too large")
+    return out
 
 
 def adv_loss_first_order(net, x, flow, *, classes=None, padding="zeros"):
@@ -205,6 +237,11 @@ def adv_loss_first_order(net, x, flow, *, classes=None, padding="zeros"):
     Returns
     -------
     ndarray, shape (N,)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`adv_loss_exact`.
     """
     f = binary_view(net, classes)
     check_choice("padding", padding, PADDINGS)
@@ -239,6 +276,16 @@ def cw_margin(net, X, y, kappa=0.0):
         Positive where the prediction differs from ``y``.
     runner_up : ndarray of int, shape (N,)
         The maximising ``i != y``.
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not a :class:`OneHiddenLayerNet`; ``kappa`` is not a real number;
+        ``X`` is not a real numeric array.
+    ValueError
+        ``net`` is binary; ``X`` has the wrong shape or holds NaN/inf; ``y`` is not integer
+        labels of shape ``(N,)`` in ``[0, K)``; ``kappa`` is negative or NaN. ``N = 0``
+        gives empty results.
     """
     if not isinstance(net, OneHiddenLayerNet):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
@@ -248,11 +295,7 @@ def cw_margin(net, X, y, kappa=0.0):
     if np.isnan(kappa) or kappa < 0:
         raise ValueError(f"kappa must be >= 0 (inf: no clipping), got {kappa}")
     out = net(X)
-    y = np.asarray(y)
-    if y.shape != (out.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be integer labels of shape ({out.shape[0]},), got {y.shape} {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= net.n_classes):
-        raise ValueError(f"y must be in [0, {net.n_classes})")
+    y = check_labels("y", y, out.shape[0], net.n_classes)
     rows = np.arange(out.shape[0])
     other = out.copy()
     other[rows, y] = -np.inf

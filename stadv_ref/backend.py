@@ -133,6 +133,13 @@ def get_backend(name=None):
 def use_backend(name):
     """Context manager selecting the backend for every call in its block.
 
+    Raises
+    ------
+    BackendError
+        (a ``ValueError``) Unknown name, or the backend's dependencies are not installed.
+    TypeError
+        ``name`` is neither a string nor a backend object.
+
     Examples
     --------
     >>> import stadv_ref

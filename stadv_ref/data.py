@@ -131,7 +131,15 @@ def _path_arg(name, path):
 
 
 def data_dir(dataset="mnist", data_dir=None):
-    """Resolve the directory holding ``dataset``'s IDX files (see module docstring)."""
+    """Resolve the directory holding ``dataset``'s IDX files (see module docstring).
+
+    Raises
+    ------
+    TypeError
+        ``data_dir`` is not a str or path-like.
+    ValueError
+        Unknown ``dataset``.
+    """
     check_choice("dataset", dataset, DATASETS)
     if data_dir is not None:
         return _path_arg("data_dir", data_dir)

@@ -10,33 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 
 import numpy as np
 
-from ._validate import as_float_array, check_class_index, check_positive_int
+from ._model_file import read_model, write_model
+from ._validate import as_float_array, check_class_index, check_image_shape, frozen_copy
 from .backend import get_backend
 from .reference.network import relu_derivative
 
 __all__ = ["OneHiddenLayerNet", "LinearClassifier", "as_linear_weights", "relu_derivative"]
 
-_FORMAT_VERSION = 1
-_MODEL_ARRAYS = ("format_version", "W", "v", "b", "c", "image_shape")
 
-
-def _frozen_copy(a):
-    """A private, read-only copy of ``a`` (NumPy arrays; other array types are only copied)."""
-    a = a.copy()
-    if isinstance(a, np.ndarray):
-        a.setflags(write=False)
-    return a
-
-
-def _image_shape(image_shape):
-    """``(H, W)``: a pair of positive integers (floats are refused, not truncated)."""
-    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__len__") or len(image_shape) != 2:
-        raise TypeError(f"image_shape must be a pair of integers (H, W), got {image_shape!r}")
-    return tuple(check_positive_int("image_shape", n) for n in image_shape)
+def _overflow_refused():
+    """No NumPy overflow warnings where a non-finite result is refused anyway (``OneHiddenLayerNet._finite``)."""
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 class OneHiddenLayerNet:
@@ -54,6 +41,17 @@ class OneHiddenLayerNet:
         Output biases (default 0).
     image_shape : tuple of int, optional
         ``(H, W)`` with ``H * W = d``; default square.
+
+    Raises
+    ------
+    TypeError
+        An array argument is not real numeric; ``image_shape`` is not a pair of integers.
+    ValueError
+        Wrong shapes (``W`` not 2-D and non-empty, ``v``, ``b``, ``c`` not matching it), NaN/inf,
+        or ``image_shape`` not multiplying to ``d``.
+
+    The arrays are copied and made read-only: changing the caller's arrays later
+    does not change (or invalidate) the network.
 
     Examples
     --------
@@ -90,11 +88,11 @@ class OneHiddenLayerNet:
             if s * s != d:
                 raise ValueError(f"d = {d} is not a square; pass image_shape=(H, W)")
             image_shape = (s, s)
-        image_shape = _image_shape(image_shape)
+        image_shape = check_image_shape("image_shape", image_shape)
         if image_shape[0] * image_shape[1] != d:
-            raise ValueError(f"image_shape {image_shape} does not multiply to d = {d}")
+            raise ValueError(f"image_shape {image_shape} does not multiply to W's d = {d} columns")
         # private read-only copies: mutating the caller's arrays afterwards cannot bypass the checks above
-        self.W, self.V, self.b, self.c = (_frozen_copy(a) for a in (W, V, b, c))
+        self.W, self.V, self.b, self.c = (frozen_copy(a) for a in (W, V, b, c))
         self.image_shape = image_shape
 
     @classmethod
@@ -132,7 +130,15 @@ class OneHiddenLayerNet:
 
     # -- evaluation --------------------------------------------------------------
     def flatten(self, X, name="X"):
-        """Inputs ``(N, d)``, ``(N, H, W)``, ``(d,)`` or ``(H, W)`` as ``(N, d)``."""
+        """Inputs ``(N, d)``, ``(N, H, W)``, ``(d,)`` or ``(H, W)`` as ``(N, d)``.
+
+        Raises
+        ------
+        TypeError
+            ``X`` is not a real numeric array.
+        ValueError
+            ``X`` has the wrong shape or holds NaN/inf.
+        """
         X = as_float_array(name, X, ndim=(1, 2, 3))
         H, W = self.image_shape
         if X.ndim == 1 or (X.ndim == 2 and X.shape == (H, W) and X.shape[1] != self.d):
@@ -148,25 +154,62 @@ class OneHiddenLayerNet:
     def _arrays(self, be, dtype):
         return tuple(be.asarray(a.astype(dtype, copy=False)) for a in (self.W, self.b, self.V, self.c))
 
+    @staticmethod
+    def _finite(be, out, dtype, what):
+        """Refuse an overflow: finite weights and inputs whose ``what`` is not finite."""
+        if not bool(be.xp.isfinite(out).all()):
+            raise ValueError(
+                f"X: the net's {what} is not finite (overflow): the weights or the inputs are too large "
+                f"for {np.dtype(dtype).name} arithmetic"
+            )
+        return out
+
     def hidden(self, X, *, backend=None):
-        """Pre-activations ``W x + b``, shape (N, m)."""
+        """Pre-activations ``W x + b``, shape (N, m).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`forward`.
+        """
         be = get_backend(backend)
         X = self.flatten(X)
         W, b, V, c = self._arrays(be, X.dtype)
-        return be.net_forward(W, b, V, c, be.asarray(X))[0]
+        with _overflow_refused():
+            return self._finite(be, be.net_forward(W, b, V, c, be.asarray(X))[0], X.dtype, "pre-activation")
 
     def forward(self, X, *, backend=None):
-        """Network output: shape (N,) for binary, (N, K) for multi-class."""
+        """Network output: shape (N,) for binary, (N, K) for multi-class.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, d), (N, H, W), (d,) or (H, W)
+            ``N = 0`` gives an empty output.
+
+        Raises
+        ------
+        TypeError
+            ``X`` is not a real numeric array.
+        ValueError
+            ``X`` has the wrong shape or is not finite; the output overflows.
+        """
         be = get_backend(backend)
         X = self.flatten(X)
         W, b, V, c = self._arrays(be, X.dtype)
-        out = be.net_forward(W, b, V, c, be.asarray(X))[1]
+        with _overflow_refused():
+            out = self._finite(be, be.net_forward(W, b, V, c, be.asarray(X))[1], X.dtype, "output")
         return out[:, 0] if self.binary else out
 
     __call__ = forward
 
     def predict(self, X, *, backend=None):
-        """Predicted labels: ``1`` where ``f > 0`` (binary), else ``argmax_k f_k``."""
+        """Predicted labels: ``1`` where ``f > 0`` (binary), else ``argmax_k f_k``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`forward`.
+        """
         out = self.forward(X, backend=backend)
         return (out > 0).astype(np.int64) if self.binary else out.argmax(axis=1)
 
@@ -183,6 +226,14 @@ class OneHiddenLayerNet:
         Returns
         -------
         ndarray, shape (N, d)
+
+        Raises
+        ------
+        TypeError
+            ``X`` or ``weights`` is not a real numeric array.
+        ValueError
+            Wrong shapes, non-finite values, missing ``weights`` for a multi-class
+            network, or an overflow.
 
         Notes
         -----
@@ -201,10 +252,20 @@ class OneHiddenLayerNet:
         if weights.shape != (N, self.n_classes):
             raise ValueError(f"weights must have shape ({N}, {self.n_classes}), got {weights.shape}")
         W, b, V, _ = self._arrays(be, X.dtype)
-        return be.net_input_grad(W, b, V, be.asarray(X), be.asarray(np.ascontiguousarray(weights)))
+        with _overflow_refused():
+            grad = be.net_input_grad(W, b, V, be.asarray(X), be.asarray(np.ascontiguousarray(weights)))
+            return self._finite(be, grad, X.dtype, "input gradient")
 
     def pair(self, i, y):
-        """Binary network ``f_i - f_y`` for the class pair ``(i, y)`` (appendix 6.6/6.7)."""
+        """Binary network ``f_i - f_y`` for the class pair ``(i, y)`` (appendix 6.6/6.7).
+
+        Raises
+        ------
+        TypeError
+            ``i`` or ``y`` is not an integer (floats and bools are refused, not truncated).
+        ValueError
+            A binary network; ``i`` or ``y`` out of ``[0, K)``; ``i == y``; the difference overflows.
+        """
         if self.binary:
             raise ValueError("pair() needs a multi-class network")
         K = self.n_classes
@@ -212,7 +273,7 @@ class OneHiddenLayerNet:
         if i == y:
             raise ValueError(f"classes i and y must differ, got i = y = {i}")
         with np.errstate(over="ignore"):  # an overflow is refused just below
-            V, c = _frozen_copy((self.V[i] - self.V[y])[None]), _frozen_copy(self.c[i : i + 1] - self.c[y : y + 1])
+            V, c = frozen_copy((self.V[i] - self.V[y])[None]), frozen_copy(self.c[i : i + 1] - self.c[y : y + 1])
         if not (np.isfinite(V).all() and np.isfinite(c).all()):
             raise ValueError(f"v[{i}] - v[{y}] or c[{i}] - c[{y}] overflows (output weights too large)")
         return OneHiddenLayerNet._from_checked(self.W, V, self.b, c, self.image_shape, binary=True)
@@ -227,26 +288,17 @@ class OneHiddenLayerNet:
             Written as given (no ``.npz`` suffix is appended).
         **metadata
             Numbers, strings or arrays (e.g. ``test_accuracy=0.98``).
+
+        Raises
+        ------
+        TypeError
+            ``path`` is not a str or path-like; a ``metadata`` value is not numbers, strings or
+            a numeric array.
+        OSError
+            The file cannot be written.
         """
-        extra = {}
-        for k, val in metadata.items():
-            arr = np.asarray(val)
-            if arr.dtype == object:
-                raise TypeError(f"metadata {k!r} must be numbers, strings or numeric arrays")
-            extra["meta_" + k] = arr
-        # write to exactly ``path`` (np.savez would append ".npz" to a bare name,
-        # and load(path) would then not find the file)
-        with open(os.fspath(path), "wb") as fh:
-            np.savez(
-                fh,
-                format_version=np.int64(_FORMAT_VERSION),
-                W=self.W,
-                v=self.v,
-                b=self.b,
-                c=self.c,
-                image_shape=np.asarray(self.image_shape, dtype=np.int64),
-                **extra,
-            )
+        arrays = dict(W=self.W, v=self.v, b=self.b, c=self.c, image_shape=np.asarray(self.image_shape, np.int64))
+        write_model(path, arrays, metadata)
 
     @classmethod
     def load(cls, path, with_metadata=False):
@@ -264,48 +316,20 @@ class OneHiddenLayerNet:
 
         Raises
         ------
+        TypeError
+            ``path`` is not a str or path-like.
         ValueError
             Missing file, not an ``.npz``, pickled objects, missing or unknown arrays,
             a ``format_version`` other than 1, non-finite weights or wrong shapes.
         """
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise ValueError(f"model file {path!r} does not exist")
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"model file {path!r} is not a valid .npz archive")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except ValueError as exc:
-            raise ValueError(f"model file {path!r} holds pickled objects; refusing to load ({exc})") from exc
-        except Exception as exc:
-            raise ValueError(f"model file {path!r} is not a valid .npz archive ({exc})") from exc
-        missing = [k for k in ("W", "v") if k not in data]
-        if missing:
-            raise ValueError(f"model file {path!r} lacks the arrays {missing}")
-        extra = sorted(k for k in data if k not in _MODEL_ARRAYS and not k.startswith("meta_"))
-        if extra:
-            raise ValueError(
-                f"model file {path!r} holds arrays this one-hidden-layer format does not have: {extra} "
-                f"(expected {list(_MODEL_ARRAYS)} and meta_*); refusing to ignore them"
-            )
-        if "format_version" in data:
-            version = data["format_version"]
-            if version.shape != () or not np.issubdtype(version.dtype, np.integer) or int(version) != _FORMAT_VERSION:
-                raise ValueError(
-                    f"model file {path!r} has format_version {version!r}; this library reads version "
-                    f"{_FORMAT_VERSION} (a newer stadv-ref wrote it?)"
-                )
+        data, meta = read_model(path)
         shape = data.get("image_shape")
-        shape = None if shape is None else tuple(int(s) for s in np.ravel(shape))
         try:
+            shape = None if shape is None else tuple(np.ravel(shape))
             net = cls(data["W"], data["v"], data.get("b"), data.get("c"), shape)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"model file {path!r} is malformed: {exc}") from exc
-        if with_metadata:
-            meta = {k[5:]: (v.item() if v.ndim == 0 else v) for k, v in data.items() if k.startswith("meta_")}
-            return net, meta
-        return net
+            raise ValueError(f"model file {os.fspath(path)!r} is malformed: {exc}") from exc
+        return (net, meta) if with_metadata else net
 
 
 def as_linear_weights(v, image_shape=None):
@@ -316,6 +340,13 @@ def as_linear_weights(v, image_shape=None):
     v : array_like, shape (d,) or (H, W)
     image_shape : tuple (H, W), optional
         Required for a flat ``v`` whose length is not a perfect square.
+
+    Raises
+    ------
+    TypeError
+        ``v`` is not a real numeric array; ``image_shape`` is not a pair of integers.
+    ValueError
+        ``v`` empty, not 1-D/2-D, NaN/inf, or not matching ``image_shape``.
     """
     v = as_float_array("v", v, ndim=(1, 2), dtype=np.float64)
     if v.size == 0:
@@ -328,7 +359,7 @@ def as_linear_weights(v, image_shape=None):
             if s * s != v.size:
                 raise ValueError(f"v has {v.size} entries, not a square; pass image_shape=(H, W)")
             image_shape = (s, s)
-    image_shape = _image_shape(image_shape)
+    image_shape = check_image_shape("image_shape", image_shape)
     if image_shape[0] * image_shape[1] != v.size or (v.ndim == 2 and v.shape != image_shape):
         raise ValueError(f"v of shape {v.shape} does not match image_shape {image_shape}")
     return v.reshape(image_shape)
@@ -343,6 +374,11 @@ class LinearClassifier:
     v : array_like, shape (d,) or (H, W)
     image_shape : tuple (H, W), optional
         Default: the shape of a 2-D ``v``, or square.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`as_linear_weights` (``v`` is copied and made read-only).
     """
 
     v: np.ndarray
@@ -350,7 +386,7 @@ class LinearClassifier:
 
     def __post_init__(self):
         v_img = as_linear_weights(self.v, self.image_shape)  # the same validation as Theorem 2's
-        self.v = _frozen_copy(v_img.reshape(-1))  # never the caller's array
+        self.v = frozen_copy(v_img.reshape(-1))  # never the caller's array
         self.image_shape = v_img.shape
 
     def __call__(self, X):

@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice
+from ._validate import as_float_array, check_budget, check_choice, check_positive_int, check_real
 from .backend import get_backend
-from .reference.operators import (
-    SmoothnessOperator,
-    aabb_radii,
-    dense_smoothness_power,
-    smoothness_operator,
-)
+from .reference import operators as _ref
+from .reference.operators import SmoothnessOperator
 
 __all__ = [
     "SmoothnessOperator",
@@ -56,13 +52,19 @@ def m_power(fields, k, *, backend=None):
     Returns
     -------
     ndarray, shape of ``fields``
+
+    Raises
+    ------
+    TypeError
+        ``fields`` is not a real numeric array; ``k`` is not a real number.
+    ValueError
+        ``fields`` has fewer than 2 dimensions or holds NaN/inf (an empty batch gives an
+        empty result); ``k`` is not in :data:`M_POWERS`; unknown ``backend``.
     """
     fields = as_float_array("fields", fields)
     if fields.ndim < 2:
         raise ValueError(f"fields must have at least 2 dimensions (H, W), got shape {fields.shape}")
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, float, np.integer, np.floating)):
-        raise TypeError(f"k must be a number, got {type(k).__name__}")
-    p = check_choice("k", float(k), M_POWERS) / 2
+    p = check_choice("k", check_real("k", k), M_POWERS) / 2
     be = get_backend(backend)
     return be.smoothness_power(be.asarray(fields), p)
 
@@ -78,6 +80,14 @@ def smoothness_norm(flow, *, backend=None):
     -------
     ndarray, shape (N,)
         ``sqrt(r^T L r)`` for tied flows, ``sqrt(du^T L du + dv^T L dv)`` for untied.
+
+    Raises
+    ------
+    TypeError
+        ``flow`` is not a real numeric array.
+    ValueError
+        ``flow`` is not ``(N, H, W)``/``(N, 2, H, W)`` or holds NaN/inf (``N = 0`` gives an
+        empty result); unknown ``backend``.
     """
     flow = as_float_array("flow", flow, ndim=(3, 4))
     if flow.ndim == 4 and flow.shape[1] != 2:
@@ -88,3 +98,74 @@ def smoothness_norm(flow, *, backend=None):
     axes = tuple(range(1, flow.ndim))
     q = (flow * Lf).sum(axis=axes)
     return be.xp.sqrt(q.clip(0, None))
+
+
+def _grid(H, W):
+    return check_positive_int("H", H), check_positive_int("W", W)
+
+
+def smoothness_operator(H, W):
+    """Cached :class:`SmoothnessOperator` for an ``H x W`` grid (Eq. (3)).
+
+    Raises
+    ------
+    TypeError
+        ``H`` or ``W`` is not an integer.
+    ValueError
+        ``H`` or ``W`` is ``< 1``.
+    """
+    return _ref.smoothness_operator(*_grid(H, W))
+
+
+def dense_smoothness_power(H, W, p):
+    """Dense ``L^p`` (``d x d``) from the sparse ``L`` by ``eigh`` -- for checks on small grids.
+
+    Parameters
+    ----------
+    H, W : int
+        ``H * W <= 4096``.
+    p : float
+
+    Returns
+    -------
+    ndarray, shape (H*W, H*W)
+
+    Raises
+    ------
+    TypeError
+        ``H``/``W`` not integers, ``p`` not a real number.
+    ValueError
+        ``H``/``W`` ``< 1`` or ``H * W > 4096``; ``p`` not finite.
+    """
+    H, W = _grid(H, W)
+    p = check_real("p", p)
+    if not np.isfinite(p):
+        raise ValueError(f"p must be finite, got {p}")
+    return _ref.dense_smoothness_power(H, W, p)
+
+
+def aabb_radii(H, W, eps=1.0):
+    """Proposition 2: the axis-aligned bounding box of ``{r : ||M r|| <= eps}``.
+
+    Parameters
+    ----------
+    H, W : int
+    eps : float, default 1
+        Budget (``>= 0``). The paper prints the radii without ``eps`` ([E11]); they
+        scale linearly in it.
+
+    Returns
+    -------
+    ndarray, shape (H, W)
+        ``eps * lambda_i`` with ``lambda_i = sqrt((L^-1)_ii)``: ``|r_i| <= eps * lambda_i``
+        for every feasible ``r``, attained by ``r = eps L^-1 e_i / sqrt((L^-1)_ii)``.
+
+    Raises
+    ------
+    TypeError
+        ``H``/``W`` not integers, ``eps`` not a real number.
+    ValueError
+        ``H``/``W`` ``< 1``; ``eps`` negative or not finite.
+    """
+    H, W = _grid(H, W)
+    return _ref.aabb_radii(H, W, check_budget("eps", eps))

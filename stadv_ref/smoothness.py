@@ -9,8 +9,6 @@ r"""Eq. (2) and Proposition 1: flow smoothness, neighbour matrices, ``L = M^T M`
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ._validate import as_float_array, check_budget, check_choice
 from .backend import get_backend
 from .reference.smoothness import (
@@ -56,6 +54,13 @@ def flow_tv(flow, *, backend=None):
     -------
     ndarray, shape (N,)
 
+    Raises
+    ------
+    TypeError
+        ``flow`` is not a real numeric array.
+    ValueError
+        ``flow`` is not ``(N, 2, H, W)`` with ``N >= 1``, or holds NaN/inf; unknown ``backend``.
+
     Notes
     -----
     .. math:: l_{diff} = \\sum_i \\sum_{j \\in N_4(i)} (du_i-du_j)^2 + (dv_i-dv_j)^2
@@ -69,7 +74,13 @@ def flow_tv(flow, *, backend=None):
 
 
 def flow_tv_grad(flow, *, backend=None):
-    """Gradient of Eq. (2), :func:`flow_tv`: ``(2 L du, 2 L dv)`` (Prop. 1), shape (N, 2, H, W)."""
+    """Gradient of Eq. (2), :func:`flow_tv`: ``(2 L du, 2 L dv)`` (Prop. 1), shape (N, 2, H, W).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`flow_tv`.
+    """
     flow = _flow_arg(flow)
     be = get_backend(backend)
     return be.flow_tv_grad(be.asarray(flow))
@@ -96,6 +107,14 @@ def stadv_flow_loss(flow, eps=1e-8, neighborhood="4", padding="zeros", *, backen
     -------
     values : ndarray, shape (N,)
     grad : ndarray, shape (N, 2, H, W)
+
+    Raises
+    ------
+    TypeError
+        ``flow`` is not a real numeric array; ``eps`` is not a real number.
+    ValueError
+        ``flow`` is not ``(N, 2, H, W)`` with ``N >= 1`` or holds NaN/inf; ``eps`` is not
+        finite and ``> 0``; unknown ``neighborhood``, ``padding`` or ``backend``.
 
     Notes
     -----

@@ -75,6 +75,15 @@ def warp(x, flow, padding="zeros", *, backend=None):
     ndarray
         The warped images, same shape and dtype as ``x``.
 
+    Raises
+    ------
+    TypeError
+        ``x`` or ``flow`` is not a real numeric array.
+    ValueError
+        ``x`` is not ``(N, H, W)``/``(N, C, H, W)`` with ``N >= 1``; ``flow`` is not
+        ``(N, 2, H, W)`` matching ``x``; either holds NaN/inf; unknown ``padding``; an
+        unknown or unavailable ``backend`` (:class:`~stadv_ref.BackendError`).
+
     Notes
     -----
     .. math:: \\tilde x_i = \\sum_{j \\in N(i)} x_j \\max(0, 1-|u_i+du_i-u_j|) \\max(0, 1-|v_i+dv_i-v_j|)
@@ -103,10 +112,18 @@ def warp_vjp_x(flow, grad_out, padding="zeros", *, backend=None):
     Returns
     -------
     ndarray, shape of ``grad_out``
+
+    Raises
+    ------
+    TypeError
+        ``flow`` or ``grad_out`` is not a real numeric array.
+    ValueError
+        ``grad_out`` is not ``(N, H, W)``/``(N, C, H, W)`` with ``N >= 1``; ``flow`` is not
+        ``(N, 2, H, W)`` matching it; NaN/inf; unknown ``padding`` or ``backend``.
     """
     g4, squeeze = images_4d("grad_out", grad_out)
     N, _, H, W = g4.shape
-    flow = check_flow("flow", flow, N, H, W, dtype=g4.dtype)
+    flow = check_flow("flow", flow, N, H, W, dtype=g4.dtype, images="grad_out")
     check_choice("padding", padding, PADDINGS)
     be = get_backend(backend)
     out = be.warp_vjp_x(be.asarray(flow), be.asarray(g4), padding)
@@ -127,6 +144,13 @@ def warp_vjp_flow(x, flow, grad_out, padding="zeros", *, backend=None):
     -------
     ndarray, shape (N, 2, H, W)
         ``sum_c grad_out[:, c] * d x~[:, c] / d (du, dv)``.
+
+    Raises
+    ------
+    TypeError
+        ``x``, ``flow`` or ``grad_out`` is not a real numeric array.
+    ValueError
+        As :func:`warp`, or ``grad_out`` does not have the shape of ``x``.
 
     Notes
     -----
@@ -150,6 +174,13 @@ def tied(r):
     Returns
     -------
     ndarray, shape (N, 2, H, W)
+
+    Raises
+    ------
+    TypeError
+        ``r`` is not a real numeric array.
+    ValueError
+        ``r`` is not 3-D or holds NaN/inf (``N = 0`` gives an empty result).
     """
     r = as_float_array("r", r, ndim=3)
     return _xp_of(r).stack([r, r], axis=1)
@@ -172,6 +203,14 @@ def tied_jacobian_diag(x, r, padding="zeros", variant="correct", *, backend=None
     -------
     ndarray, shape of ``x``
 
+    Raises
+    ------
+    TypeError
+        ``x`` or ``r`` is not a real numeric array.
+    ValueError
+        ``x`` is not ``(N, H, W)``/``(N, C, H, W)`` with ``N >= 1``; ``r`` is not ``(N, H, W)``
+        matching it; NaN/inf; unknown ``padding``, ``variant`` or ``backend``.
+
     Notes
     -----
     With a tied flow, ``x~_i`` depends on ``r_i`` only, so ``Dg`` is diagonal.
@@ -182,7 +221,7 @@ def tied_jacobian_diag(x, r, padding="zeros", variant="correct", *, backend=None
     N, _, H, W = x4.shape
     r = as_float_array("r", r, ndim=3, dtype=x4.dtype)
     if tuple(r.shape) != (N, H, W):
-        raise ValueError(f"r must have shape {(N, H, W)}, got {tuple(r.shape)}")
+        raise ValueError(f"r must have shape {(N, H, W)} to match x {tuple(x4.shape)}, got {tuple(r.shape)}")
     check_choice("padding", padding, PADDINGS)
     check_choice("variant", variant, JACOBIAN_VARIANTS)
     be = get_backend(backend)
@@ -204,6 +243,13 @@ def warp_matrix(flow, padding="zeros"):
     scipy.sparse.csr_matrix, shape (H*W, H*W)
         Row ``i`` holds the (at most four) bilinear weights of output pixel
         ``i`` (row-major order). Useful to audit the warp and its adjoint.
+
+    Raises
+    ------
+    TypeError
+        ``flow`` is not a real numeric array.
+    ValueError
+        ``flow`` is not ``(2, H, W)`` or holds NaN/inf; unknown ``padding``.
     """
     flow = as_float_array("flow", flow, ndim=3, dtype=np.float64)
     if flow.shape[0] != 2:

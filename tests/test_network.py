@@ -343,3 +343,14 @@ def test_empty_batch_gives_empty_outputs():
     assert net(np.zeros((0, 9)), backend=BE).shape == (0, 3)
     assert net.predict(np.zeros((0, 3, 3)), backend=BE).shape == (0,)
     assert net.input_gradient(np.zeros((0, 3, 3)), np.ones(3), backend=BE).shape == (0, 9)
+
+
+def test_overflowing_output_is_refused():
+    """#19.9: finite but huge weights used to give NaN logits silently; the overflow is refused by name."""
+    rng = np.random.default_rng(2)
+    net = OneHiddenLayerNet(1e200 * rng.normal(size=(4, 9)), 1e200 * rng.normal(size=(3, 4)))
+    X = rng.uniform(size=(2, 3, 3))
+    for call in (lambda: net(X, backend=BE), lambda: net.hidden(1e200 * X, backend=BE),
+                 lambda: net.input_gradient(X, np.ones(3), backend=BE)):
+        with pytest.raises(ValueError, match="^X: the net's .* is not finite"):
+            call()

@@ -256,3 +256,13 @@ def test_check_seed_rejects(seed, exc):
     with pytest.raises(exc, match="^seed"):
         V.check_seed("seed", seed)
     assert V.check_seed("seed", np.uint32(7)) == 7
+
+
+@pytest.mark.parametrize("y, exc", [(np.array([0.0, 1.0]), TypeError), (np.array([True, False]), TypeError),
+                                    (np.array(["0", "1"]), TypeError), (np.array([0, 3]), ValueError),
+                                    (np.array([-1, 0]), ValueError), (np.array([0]), ValueError),
+                                    (np.array([[0, 1]]), ValueError)])
+def test_check_labels_rejects(y, exc):
+    with pytest.raises(exc, match="^labels"):
+        V.check_labels("labels", y, 2, 3)
+    assert V.check_labels("labels", np.array([2, 0], np.uint8), 2, 3).dtype == np.int64
