@@ -25,8 +25,7 @@ from ..experiments.plots import (plot_attack, plot_certify, plot_convergence, pl
                                  plot_training)
 from ..lower_bounds import LABELS
 from ..onnx_import import import_onnx
-from ..training import VARIANTS, train
-from ..training.trainer import QUICK_EPOCHS
+from ..training import QUICK_EPOCHS, VARIANTS, train
 from ..upper_bounds import class_pair_bounds, upper_bound
 from ._common import (CLIError, _labelled_data, _model_and_out, _out_dir, _progress, _say, _write_json, load_data,
                       load_model)

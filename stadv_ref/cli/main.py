@@ -12,8 +12,8 @@ import sys
 
 from .. import __version__
 from ..backend import BackendError, use_backend
-from ..experiments.pipeline import STEP_NAMES
 from ..experiments.audit import CHECKS
+from ..experiments.pipeline import STEP_NAMES
 from ..onnx_import import import_onnx
 from ..training import VARIANTS
 from ._common import PROG, CLIError, _nonneg_float, _option, _Parser, _pos_int, load_data

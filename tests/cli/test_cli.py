@@ -229,7 +229,7 @@ def test_bound_binary_model(tmp_path, tiny, capsys):
 
 def test_bound_multiclass_every_pair_and_one_pair(tmp_path, tiny, capsys):
     pytest.importorskip("stadv_ref.upper_bounds")
-    paths, net = tiny[0], tiny[1]
+    paths = tiny[0]
     rc, _, err = _run(capsys, "bound", "--model", paths["net"], "--eps", 0.5, "--method", "spectral", "--out",
                       tmp_path / "all")
     assert rc == 0, err
