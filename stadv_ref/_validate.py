@@ -15,6 +15,7 @@ __all__ = [
     "check_budget",
     "check_choice",
     "check_class_index",
+    "check_class_pair",
     "check_labels",
     "check_input_range",
     "check_positive_int",
@@ -145,6 +146,25 @@ def check_class_index(name, value, n_classes):
     if not 0 <= value < n_classes:
         raise ValueError(f"{name}={value} is out of range [0, {n_classes})")
     return value
+
+
+def check_class_pair(name, classes, n_classes):
+    """Check a class pair ``(i, y)``: two different class indices, each as in :func:`check_class_index`.
+
+    Raises
+    ------
+    TypeError
+        ``classes`` is not a pair (a string, a scalar, a mapping, a sequence of another length)
+        or holds a non-integer (floats and bools are refused, never truncated).
+    ValueError
+        An index outside ``[0, n_classes)``, or ``i == y``.
+    """
+    if isinstance(classes, (str, bytes, dict)) or not hasattr(classes, "__len__") or len(classes) != 2:
+        raise TypeError(f"{name} must be a pair (i, y) of class indices, got {classes!r}")
+    i, y = (check_class_index(name, k, n_classes) for k in classes)
+    if i == y:
+        raise ValueError(f"{name} must be two different classes, got i = y = {i}")
+    return i, y
 
 
 def check_labels(name, y, n, n_classes):

@@ -40,7 +40,15 @@ import functools
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, check_choice, check_positive_int
+from .._validate import (
+    as_float_array,
+    check_budget,
+    check_choice,
+    check_class_index,
+    check_class_pair,
+    check_positive_int,
+    check_seed,
+)
 from ..network import OneHiddenLayerNet, as_linear_weights
 from .alternating import Recorder, run_alternating
 from .flows import _feasible, _np
@@ -84,7 +92,7 @@ def _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts,
     max_x_iter = check_positive_int("max_x_iter", max_x_iter)
     tol = check_budget("tol", tol)
     n_restarts = check_positive_int("n_restarts", n_restarts, minimum=0)
-    seed = check_positive_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     return eps, dict(jacobian=jacobian, n=n, max_iter=max_iter, max_x_iter=max_x_iter, tol=tol,
                      n_restarts=n_restarts, seed=seed, algorithm=algorithm, record_estimates=record_estimates,
                      progress=progress)
@@ -242,8 +250,17 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
 
     Raises
     ------
-    TypeError, ValueError
-        Naming the bad argument (negative ``eps``, wrong ``x0`` shape, bad options...).
+    TypeError
+        ``net`` is not a :class:`OneHiddenLayerNet`; ``y`` or an entry of ``classes`` is not an
+        integer (floats and bools are refused, never truncated); ``classes`` is not a pair;
+        ``eps``, ``tol`` not real numbers; ``n``, ``max_iter``, ``max_x_iter``, ``n_restarts``,
+        ``seed`` not integers; ``x0`` not numeric.
+    ValueError
+        ``eps`` or ``tol`` negative or not finite; ``n < 1``, ``max_x_iter < 1``, ``max_iter < 0``,
+        ``n_restarts < 0``, ``seed < 0``; ``flow``, ``jacobian``, ``untied_init`` not one of the
+        choices; ``y`` or ``classes`` given for a binary network, both given, out of ``[0, K)``
+        or ``classes`` with ``i == y``; ``x0`` of the wrong shape, not finite or with
+        ``||x0||_inf > 1``.
 
     Examples
     --------
@@ -265,19 +282,11 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
         if classes is not None:
             raise ValueError("classes is only for multi-class networks")
     if y is not None:
-        if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer)):
-            raise TypeError(f"y must be an integer class, got {type(y).__name__}")
-        if not 0 <= int(y) < K:
-            raise ValueError(f"y must be in [0, {K}), got {y}")
+        y = check_class_index("y", y, K)
     if classes is not None:
         if y is not None:
             raise ValueError("pass either y or classes, not both")
-        try:
-            ci, cy = (int(c) for c in classes)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"classes must be a pair (i, y) of class indices, got {classes!r}") from exc
-        if not (0 <= ci < K and 0 <= cy < K) or ci == cy:
-            raise ValueError(f"classes must be two different classes in [0, {K}), got {classes!r}")
+        ci, cy = check_class_pair("classes", classes, K)
     shape = net.image_shape
     if x0 is None:
         x_init, notes = theorem1_input(net)
@@ -292,8 +301,8 @@ def lower_bound_attack(net, eps, *, y=None, classes=None, x0=None, flow="tied", 
         if y is None:
             y = int(_np(net.predict(x_init[None]))[0])
             notes.append(f"y not given: y = {y}, the class net predicts at the initial x")
-        obj = MulticlassObjective(net, int(y))
-        notes.append(f"multi-class (6.6): CW margin kappa = 0, true class y = {int(y)}, runner-up pair per step [E14]")
+        obj = MulticlassObjective(net, y)
+        notes.append(f"multi-class (6.6): CW margin kappa = 0, true class y = {y}, runner-up pair per step [E14]")
     return _run_attack(
         functools.partial(lower_bound_attack, net, y=y, classes=classes, x0=x0), obj, x_init, eps, flow=flow,
         untied_init=untied_init, store_iterates=store_iterates, notes=notes,
@@ -330,6 +339,15 @@ def linear_lower_bound_attack(v, eps, image_shape=None, *, x0=None, flow="tied",
     Returns
     -------
     LowerBoundResult
+
+    Raises
+    ------
+    TypeError
+        ``v`` not numeric; ``image_shape`` not a pair of integers; the options as in
+        :func:`lower_bound_attack`; ``eig_tol`` not a real number.
+    ValueError
+        ``v`` not finite, empty or not of shape ``(d,)``/``(H, W)`` matching ``image_shape``;
+        the options as in :func:`lower_bound_attack`; ``eig_tol`` negative or not finite.
     """
     v_img = as_linear_weights(v, image_shape)
     eps, opts = _check_common(eps, flow, jacobian, n, max_iter, max_x_iter, tol, n_restarts, seed, untied_init,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_class_index, check_class_pair
 from ..transform import tied_jacobian_diag, warp, warp_vjp_flow
 from .flows import _np, ellipsoid_argmax, midpoint_flows, partial_adjoint
 
@@ -38,13 +39,21 @@ __all__ = ["NetObjective", "MulticlassObjective", "LinearObjective", "probe", "l
 
 
 class NetObjective:
-    """A binary network, or a fixed class pair ``f_i - f_y`` (appendix 6.6)."""
+    """A binary network, or a fixed class pair ``f_i - f_y`` (appendix 6.6).
+
+    Raises
+    ------
+    TypeError
+        ``classes`` is not a pair of integer class indices (floats and bools are refused, not truncated).
+    ValueError
+        ``classes`` out of ``[0, K)`` or ``i == y``; ``classes`` given for a binary network.
+    """
 
     multiclass = False
 
     def __init__(self, net, classes=None):
         self.net = net
-        self.classes = None if classes is None else (int(classes[0]), int(classes[1]))
+        self.classes = None if classes is None else check_class_pair("classes", classes, net.n_classes)
         self.f = net if classes is None else net.pair(*self.classes)
         self.shape = net.image_shape
 
@@ -68,13 +77,21 @@ class NetObjective:
 
 class MulticlassObjective:
     """CW margin with ``kappa = 0`` (appendix 6.6): each step uses ``f_i - f_y`` for the
-    current runner-up ``i`` at the adversarial input ([E14]: ascent on the margin)."""
+    current runner-up ``i`` at the adversarial input ([E14]: ascent on the margin).
+
+    Raises
+    ------
+    TypeError
+        ``y`` is not an integer class index (floats and bools are refused, not truncated).
+    ValueError
+        ``y`` out of ``[0, K)``.
+    """
 
     multiclass = True
 
     def __init__(self, net, y):
         self.net = net
-        self.y = int(y)
+        self.y = check_class_index("y", y, net.n_classes)
         self.shape = net.image_shape
         self._pairs = {}
         self.i = None

@@ -345,6 +345,28 @@ def test_bad_inputs():
         stadv_ref.linear_lower_bound_attack(np.array([1.0, np.inf, 0, 0]), 1.0)
 
 
+@pytest.mark.parametrize("kw", [dict(classes=(0.1, 2)), dict(classes=(1.0, 2)), dict(classes=(True, 0)),
+                                dict(classes=(0, np.bool_(True))), dict(classes="01"), dict(classes=1),
+                                dict(classes=(0, 1, 2)), dict(y=1.0), dict(y=True)])
+def test_float_bool_or_string_classes_are_refused_not_truncated(kw):
+    """Issue #19: ``classes=(0.1, 2)`` used to run as ``(0, 2)``, ``(True, 0)`` as ``(1, 0)``, ``'01'`` as ``(0, 1)``."""
+    with pytest.raises(TypeError, match=next(iter(kw))):
+        stadv_ref.lower_bound_attack(_net(0, 4, 3, K=3), 1.0, max_iter=1, progress=False, **kw)
+
+
+def test_numpy_integer_classes_and_seed_are_accepted():
+    net = _net(0, 4, 3, K=3)
+    a = stadv_ref.lower_bound_attack(net, 1.0, classes=(np.int64(2), np.int32(0)), max_iter=2, seed=np.int64(1))
+    b = stadv_ref.lower_bound_attack(net, 1.0, classes=(2, 0), max_iter=2, seed=1)
+    assert a.exact_loss == b.exact_loss and a.classes == b.classes == (2, 0)
+
+
+@pytest.mark.parametrize("seed, exc", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_seed_is_refused_by_name(seed, exc):
+    with pytest.raises(exc, match="seed"):
+        stadv_ref.lower_bound_attack(_net(0, 4, 3), 1.0, seed=seed)
+
+
 # ---------------------------------------------------------------------------
 # Theorem 2 / Algorithm 2
 # ---------------------------------------------------------------------------
