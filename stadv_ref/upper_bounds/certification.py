@@ -29,9 +29,10 @@ import time
 
 import numpy as np
 
-from .._validate import check_budget, check_choice
+from .._validate import check_budget, check_choice, check_labels
 from ..network import OneHiddenLayerNet
 from .closed_form import METHODS, SOUND_METHODS, class_pair_bounds, input_constant
+from .sdp_result import _check_solver_options
 
 __all__ = [
     "CertificationResult",
@@ -189,15 +190,27 @@ def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="ze
     Raises
     ------
     TypeError
-        If ``net`` is not a :class:`OneHiddenLayerNet`.
+        ``net`` is not a :class:`OneHiddenLayerNet`; ``X`` not numeric; ``y`` not integer
+        labels (floats and bools are refused); ``eps``, ``gap_tol`` not real numbers (bools
+        refused); ``seed`` not an integer.
     ValueError
-        If ``X`` is not finite or leaves ``input_range`` (a certificate for such an
-        image would be false), if ``y`` is not integer labels of the right shape and
-        range, or if ``eps``, ``method``, ``input_range`` or ``padding`` is invalid.
+        ``X`` not finite, of the wrong shape, empty (``N = 0`` is refused: there is nothing to
+        certify, and an accuracy or 0/1 loss of no example is undefined) or outside
+        ``input_range`` (a certificate for such an image would be false); ``X`` and ``y``
+        holding different numbers of examples (the message names both); ``y`` not of shape
+        ``(N,)`` or outside ``[0, K)``; ``eps`` negative, not finite, or not a number or 1-D
+        sequence; ``method`` not one of :data:`~stadv_ref.upper_bounds.METHODS` (``"linear"``
+        is refused: it bounds linear classifiers only); bad ``input_range`` or ``padding``;
+        ``solver`` not ``"mixing"``/``"scs"``; ``gap_tol`` not positive finite; ``seed < 0``.
     """
     if not isinstance(net, OneHiddenLayerNet):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
+    if isinstance(method, str) and method == "linear":
+        raise ValueError("method 'linear' (Eq. 16) bounds linear classifiers f = v^T x only; certify a network "
+                         f"with one of {[m for m in METHODS if m != 'linear']}")
     check_choice("method", method, tuple(m for m in METHODS if m != "linear"))
+    check_choice("solver", solver, ("mixing", "scs"))
+    gap_tol, _, seed = _check_solver_options(gap_tol, 1, seed)[:3]
     input_constant(input_range, padding)  # validates input_range / padding
     lo, hi = (float(t) for t in input_range)
     scalar = np.ndim(eps) == 0
@@ -207,23 +220,22 @@ def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="ze
     eps_arr = np.array([check_budget("eps", float(e) if isinstance(e, (np.floating, np.integer)) else e)
                         for e in eps_arr])
     Xf = net.flatten(X, "X")
-    if Xf.size and (Xf.min() < lo or Xf.max() > hi):
+    N = Xf.shape[0]
+    if N == 0:
+        raise ValueError(f"X must hold at least one example (N = 0 is refused), got shape {np.shape(X)}")
+    if np.ndim(y) == 1 and len(y) != N:
+        raise ValueError(f"X and y disagree: X holds {N} example(s), y holds {len(y)} label(s)")
+    if Xf.min() < lo or Xf.max() > hi:
         # The bounds hold only for images in the input box: an image outside it
         # would get a certificate that a flow attack can break ([E7], issue #19).
         raise ValueError(
             f"X must lie in input_range=({lo:g}, {hi:g}); got values in [{Xf.min():g}, {Xf.max():g}] "
             "(rescale the images, e.g. X / 255, or pass the input_range the network was trained on)")
-    y = np.asarray(y)
-    if y.shape != (Xf.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be integer labels of shape ({Xf.shape[0]},), got shape {y.shape}, dtype {y.dtype}")
-    K = 2 if net.binary else net.n_classes
-    if y.size and (y.min() < 0 or y.max() >= K):
-        raise ValueError(f"y must hold labels in [0, {K})")
+    y = check_labels("y", y, N, 2 if net.binary else net.n_classes)
     bounds, info = pair_bounds_cached(net, method, input_range=input_range, padding=padding, solver=solver,
                                       gap_tol=gap_tol, seed=seed, cache=cache, cache_dir=cache_dir,
                                       progress=progress, **solver_options)
     out = net(Xf)
-    N = Xf.shape[0]
     if net.binary:
         margins = (2 * y - 1) * out
         required = np.full(N, bounds[0, 0])
@@ -236,13 +248,13 @@ def certify(net, X, y, eps, method="sdp", *, input_range=(0.0, 1.0), padding="ze
         required = bounds[:, y].T.copy()  # required[n, i] = B_{i, y_n}
         pred = out.argmax(axis=1)
         cert = np.all(margins[None, :, :] > eps_arr[:, None, None] * required[None, :, :], axis=2)
-    loss = 1.0 - cert.mean(axis=1) if N else np.zeros(len(eps_arr))
+    loss = 1.0 - cert.mean(axis=1)
     if scalar:
         cert, loss, eps_out = cert[0], float(loss[0]), float(eps_arr[0])
     else:
         eps_out = eps_arr
     return CertificationResult(
         certified=cert, loss_01=loss, eps=eps_out, method=method, sound=method in SOUND_METHODS,
-        margins=margins, bounds=bounds, required=required, accuracy=float(np.mean(pred == y)) if N else float("nan"),
+        margins=margins, bounds=bounds, required=required, accuracy=float(np.mean(pred == y)),
         info=info,
     )

@@ -72,12 +72,12 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validate import check_budget, check_choice, check_input_range, check_positive_int
+from .._validate import check_budget, check_choice, check_class_pair, check_input_range
 from ..network import LinearClassifier, OneHiddenLayerNet
 from ..operators import aabb_radii, m_power, smoothness_operator
 from .sdp import sdp_primal_lower, solve_sdp
 from .sdp_ellipsoid import solve_ellipsoid_sdp
-from .sdp_result import SDPResult
+from .sdp_result import SDPResult, _check_solver_options
 
 __all__ = [
     "UpperBoundResult",
@@ -170,19 +170,15 @@ def _check_classes(net, classes):
         return None, net.v
     if classes is None:
         raise ValueError("classes=(i, y) is required for a multi-class network")
-    try:
-        i, y = classes
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"classes must be a pair (i, y), got {classes!r}") from exc
-    K = net.n_classes
-    for k in (i, y):
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise ValueError(f"classes must hold integer class indices, got {classes!r}")
-        if not 0 <= int(k) < K:
-            raise ValueError(f"classes {classes!r} out of range [0, {K})")
-    if int(i) == int(y):
-        raise ValueError(f"classes must be two different classes, got {classes!r}")
-    return (int(i), int(y)), net.V[int(i)] - net.V[int(y)]
+    i, y = check_class_pair("classes", classes, net.n_classes)
+    return (i, y), net.V[i] - net.V[y]
+
+
+def _finite_or_refuse(value, what):
+    """``value`` if every entry is finite; else the ValueError that names ``net`` (weights too large)."""
+    if not np.isfinite(value).all():
+        raise ValueError(f"net weights too large: {what} overflows float64")
+    return value
 
 
 _NORM_CACHE = {}
@@ -199,10 +195,8 @@ def _matrix_norms(W):
 
 
 def _spectral_parts(W, v, lmin):
-    nW2, nWF = _matrix_norms(W)
-    nv = float(np.linalg.norm(v))
-    nWv = float(np.linalg.norm(W.T @ v))
-    return nW2, nWF, nv, nWv
+    """``(||W||_2, ||W||_F, ||v||_2, ||W^T v||_2)``."""
+    return (*_matrix_norms(W), float(np.linalg.norm(v)), float(np.linalg.norm(W.T @ v)))
 
 
 def _net_bound(method, W, v, shape, C, opts, cache):
@@ -226,7 +220,7 @@ def _net_bound(method, W, v, shape, C, opts, cache):
         val = C * nWF * nv / sq
         return val * _SAFE, f"C eps ||W||_F ||v||_2 / sqrt(lambda_min(L)), C={C:g}", None, None, \
             {"norm_W_F": nWF, "norm_v": nv, "lambda_min": lmin}
-    A = (v[:, None] * W) * lam[None, :]
+    A = _finite_or_refuse((v[:, None] * W) * lam[None, :], "A = diag(v) W diag(lambda)")
     if method == "aabb":
         val = C * float(np.abs(A).sum())
         return val * _SAFE, f"C eps sum_ij |v_i W_ij| lambda_j (Prop. 2 box), C={C:g}", None, None, {}
@@ -240,7 +234,7 @@ def _net_bound(method, W, v, shape, C, opts, cache):
             {"sdp_value": res.value, "sdp_primal": res.primal}
     # tight
     B = v[:, None] * W
-    Bext = np.vstack([B.sum(axis=0, keepdims=True), B])
+    Bext = _finite_or_refuse(np.vstack([B.sum(axis=0, keepdims=True), B]), "1^T diag(v) W")
     eopts = {k: opts[k] for k in ("gap_tol", "max_iter", "seed", "rank", "time_limit") if k in opts}
     if opts.get("method") == "scs":
         eopts["method"] = "scs"
@@ -320,8 +314,15 @@ def upper_bound(net, eps, method="sdp", *, classes=None, input_range=(0.0, 1.0),
 
     Raises
     ------
+    TypeError
+        ``net`` neither a network nor numeric weights ``v``; ``classes`` not a pair of integers
+        (floats, bools refused, never truncated); ``eps``, ``gap_tol`` not reals (bools refused);
+        ``max_iter``, ``seed`` not integers; an unknown keyword in ``solver_options``.
     ValueError
-        Negative/NaN ``eps``, bad ``classes``, unknown ``method``, bad ``input_range``.
+        ``eps`` negative or not finite; unknown ``method``, ``padding``, ``solver``; ``"linear"``
+        for a network; ``classes`` missing (multi-class), given (binary, linear) or out of range
+        or equal; bad ``input_range``; ``gap_tol`` not positive finite; ``max_iter < 1``;
+        ``seed < 0``; ``v`` not finite or misshaped; ``net``'s weights so large the bound overflows.
     """
     t0 = time.perf_counter()
     eps = check_budget("eps", eps)
@@ -332,21 +333,26 @@ def upper_bound(net, eps, method="sdp", *, classes=None, input_range=(0.0, 1.0),
     unknown = set(solver_options) - {"rank", "certificate", "time_limit", "scs_eps", "scs_max_iters"}
     if unknown:
         raise TypeError(f"unknown solver options {sorted(unknown)}")
-    opts = dict(solver_options, method=solver, gap_tol=gap_tol, max_iter=check_positive_int("max_iter", max_iter),
-                seed=seed)
+    gap_tol, max_iter, seed = _check_solver_options(gap_tol, max_iter, seed)[:3]
+    opts = dict(solver_options, method=solver, gap_tol=gap_tol, max_iter=max_iter, seed=seed)
     if not isinstance(net, OneHiddenLayerNet):
-        lin = net if isinstance(net, LinearClassifier) else LinearClassifier(net)
+        try:
+            lin = net if isinstance(net, LinearClassifier) else LinearClassifier(net)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"net must be a OneHiddenLayerNet, a LinearClassifier or its weights v: {exc}") from exc
         if classes is not None:
-            raise ValueError("classes is only for multi-class networks (got a linear classifier)")
+            raise ValueError("classes is only for multi-class networks (net is a linear classifier)")
         per, how = _linear_bound(method, lin.v, lin.image_shape, C)
+        per = float(_finite_or_refuse(per, "the bound"))
         return UpperBoundResult(value=eps * per, sound=True, method=method, eps=eps, per_unit=per, constant=C,
                                 classes=None, input_range=(lo, hi), how=how, time=time.perf_counter() - t0)
     if method == "linear":
         raise ValueError("method 'linear' (Eq. 16) is for linear classifiers f = v^T x; "
                          "pass a LinearClassifier or the vector v")
-    cls, v = _check_classes(net, classes)
-    per, how, gap, cert, details = _net_bound(method, net.W, v, net.image_shape, C, opts, {})
-    per = float(per)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are refused by name (_finite_or_refuse)
+        cls, v = _check_classes(net, classes)
+        per, how, gap, cert, details = _net_bound(method, net.W, v, net.image_shape, C, opts, {})
+    per = float(_finite_or_refuse(per, "the bound"))
     return UpperBoundResult(value=eps * per, sound=method in SOUND_METHODS, method=method, eps=eps, per_unit=per,
                             constant=C, classes=cls, input_range=(lo, hi), how=how, gap=gap, certificate=cert,
                             time=time.perf_counter() - t0, details=details)

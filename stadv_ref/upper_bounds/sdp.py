@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from .._validate import as_float_array, check_choice, check_positive_int
+from .._validate import as_float_array, check_choice, check_positive_int, check_seed
 from ..backend import get_backend
 from ..reference.sdp import (
     cholesky_upper,
@@ -54,7 +54,7 @@ from .sdp_dual import (
     lambda_max_upper,
 )
 from .sdp_ellipsoid import solve_ellipsoid_sdp
-from .sdp_result import SDPResult, _random_unit_rows, _rel_gap, _stop_reason
+from .sdp_result import SDPResult, _check_solver_options, _random_unit_rows, _rel_gap, _stop_reason
 from .sdp_scs import _solve_scs
 
 __all__ = [
@@ -153,6 +153,17 @@ def solve_sdp(
     SDPResult
         ``value`` is the certified bound; ``primal`` a feasible lower value.
 
+    Raises
+    ------
+    TypeError
+        ``A`` or ``P`` not numeric; ``gap_tol``, ``time_limit``, ``scs_eps`` not real numbers
+        (bools are refused); ``max_iter``, ``scs_max_iters``, ``seed``, ``rank`` not integers.
+    ValueError
+        Neither or both of ``A`` and ``P``; ``A``/``P`` empty, not 2-D, not finite, ``P`` not
+        square or symmetric; ``gap_tol``, ``time_limit``, ``scs_eps`` not positive and finite;
+        ``max_iter``, ``scs_max_iters``, ``rank < 1``; ``seed < 0``; ``method`` or
+        ``certificate`` not one of the choices; ``init`` of the wrong shapes.
+
     Notes
     -----
     The SCS status is recorded in ``status`` and never certifies: SCS's returned
@@ -162,11 +173,8 @@ def solve_sdp(
     A, P = _split_problem(A, P)
     check_choice("method", method, ("mixing", "scs"))
     check_choice("certificate", certificate, ("auto", "cholesky", "eigvalsh"))
-    if not (isinstance(gap_tol, (int, float)) and np.isfinite(gap_tol) and gap_tol > 0):
-        raise ValueError(f"gap_tol must be a positive finite number, got {gap_tol!r}")
-    max_iter = check_positive_int("max_iter", max_iter)
-    if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
-        raise ValueError(f"time_limit must be positive, got {time_limit!r}")
+    gap_tol, max_iter, seed, time_limit, scs_eps, scs_max_iters = _check_solver_options(
+        gap_tol, max_iter, seed, time_limit, scs_eps, scs_max_iters)
     if method == "scs":
         return _solve_scs(A, P, scs_eps=scs_eps, scs_max_iters=scs_max_iters, time_limit=time_limit,
                           verbose=verbose, certificate=certificate, backend=backend)
@@ -246,7 +254,7 @@ def sdp_primal_lower(A, *, iters=30, rank=None, seed=0, backend=None):
     be = get_backend(backend)
     m, d = A.shape
     k = default_rank(m + d) if rank is None else check_positive_int("rank", rank)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     S, T = _random_unit_rows(rng, m, k), _random_unit_rows(rng, d, k)
     S_be, T_be, _ = be.sdp_mixing(be.asarray(A), be.asarray(S), be.asarray(T),
                                   check_positive_int("iters", iters), 0.0)

@@ -15,13 +15,13 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from .._validate import as_float_array, check_choice, check_positive_int
+from .._validate import as_float_array, check_choice, check_image_shape, check_positive_int
 from ..backend import get_backend
 from ..operators import dense_smoothness_power, m_power, smoothness_operator
 from ..reference.sdp import _EPS, _TINY, _gamma, cholesky_upper
 from ..smoothness import smoothness_matrix
 from .sdp_dual import _floor, _sigma_dense, bipartite_matrix, default_rank, lambda_max_upper
-from .sdp_result import SDPResult, _random_unit_rows, _rel_gap, _stop_reason
+from .sdp_result import SDPResult, _check_solver_options, _random_unit_rows, _rel_gap, _stop_reason
 from .sdp_scs import _run_scs, _scs_failed
 
 __all__ = ["solve_ellipsoid_sdp"]
@@ -182,18 +182,29 @@ def solve_ellipsoid_sdp(
     -------
     SDPResult
         ``c`` holds ``(c, w)``; ``details["mu"]`` the ``mu``.
+
+    Raises
+    ------
+    TypeError
+        ``B`` not numeric; ``image_shape`` not a pair of integers (floats are refused); the
+        solver options of the wrong type, as in :func:`solve_sdp`; ``inner`` not an integer.
+    ValueError
+        ``B`` empty, not 2-D or not finite; ``image_shape`` not positive or ``H * W`` not the
+        number of columns of ``B``; ``d > 4096``; the solver options out of range, as in
+        :func:`solve_sdp`; ``inner < 1``.
     """
     B = as_float_array("B", B, ndim=2, dtype=np.float64)
     m, d = B.shape
-    if len(image_shape) != 2:
-        raise ValueError(f"image_shape must be (H, W), got {image_shape!r}")
-    H, W_ = (check_positive_int("image_shape", int(s)) for s in image_shape)
+    if B.size == 0:
+        raise ValueError(f"B must be non-empty, got shape {B.shape}")
+    H, W_ = check_image_shape("image_shape", image_shape)
     if H * W_ != d:
         raise ValueError(f"image_shape {image_shape} does not match B's {d} columns")
     if d > 4096:
         raise ValueError(f"solve_ellipsoid_sdp needs a dense L; d = {d} > 4096")
     check_choice("method", method, ("mixing", "scs"))
-    max_iter = check_positive_int("max_iter", max_iter)
+    gap_tol, max_iter, seed, time_limit, scs_eps, scs_max_iters = _check_solver_options(
+        gap_tol, max_iter, seed, time_limit, scs_eps, scs_max_iters)
     inner = check_positive_int("inner", inner)
     if method == "scs":
         return _solve_ellipsoid_scs(B, H, W_, scs_eps=scs_eps, scs_max_iters=scs_max_iters,

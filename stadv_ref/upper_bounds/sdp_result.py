@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from .._validate import check_budget, check_positive_int, check_seed
 from ..reference.sdp import _TINY
 
 __all__ = ["SDPResult"]
@@ -85,6 +86,30 @@ def _stop_reason(gap, gap_tol, out_of_time, stagnated=False):
     if stagnated:
         return "stagnated"
     return None
+
+
+def _check_solver_options(gap_tol, max_iter, seed, time_limit=None, scs_eps=1e-9, scs_max_iters=1):
+    """The options every SDP solver shares, validated by name and returned normalised.
+
+    ``gap_tol``, ``time_limit`` (or None) and ``scs_eps`` are positive finite reals (bools
+    refused), ``max_iter`` and ``scs_max_iters`` integers ``>= 1``, ``seed`` an integer ``>= 0``.
+    Valid values come back unchanged (as ``float``/``int``), so results do not change.
+
+    Raises
+    ------
+    TypeError
+        An option of the wrong type (``gap_tol=True``, ``seed=1.5``, ``max_iter="3"``...).
+    ValueError
+        An option out of range or not finite (``gap_tol=0``, ``gap_tol=10**400``, ``seed=-1``...).
+    """
+    gap_tol = check_budget("gap_tol", gap_tol, allow_zero=False)
+    max_iter = check_positive_int("max_iter", max_iter)
+    seed = check_seed("seed", seed)
+    if time_limit is not None:
+        time_limit = check_budget("time_limit", time_limit, allow_zero=False)
+    scs_eps = check_budget("scs_eps", scs_eps, allow_zero=False)
+    scs_max_iters = check_positive_int("scs_max_iters", scs_max_iters)
+    return gap_tol, max_iter, seed, time_limit, scs_eps, scs_max_iters
 
 
 def _random_unit_rows(rng, n, k):

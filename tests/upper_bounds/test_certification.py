@@ -140,6 +140,39 @@ def test_bad_input(kwargs, match):
         certify(net, X, args.pop("y"), args.pop("eps"), progress=False, **args)
 
 
+def test_certify_batch_mismatch_names_x_and_y():
+    net, X, y = _net_and_data()
+    with pytest.raises(ValueError, match=r"X and y disagree.*X holds 40.*y holds 39"):
+        certify(net, X, y[:-1], 0.1, method="spectral", progress=False)
+
+
+def test_certify_refuses_an_empty_batch_by_name():
+    """N = 0 is refused (it used to return accuracy=nan and loss_01=0.0)."""
+    net, X, y = _net_and_data()
+    with pytest.raises(ValueError, match=r"X must hold at least one example"):
+        certify(net, X[:0], y[:0], 0.1, method="spectral", progress=False)
+
+
+def test_certify_refuses_linear_up_front():
+    net, X, y = _net_and_data()
+    with pytest.raises(ValueError, match=r"method 'linear'.*linear classifiers"):
+        certify(net, X, y, 0.1, method="linear", progress=False)
+
+
+@pytest.mark.parametrize("kw, exc, name", [
+    (dict(gap_tol=True), TypeError, "gap_tol"), (dict(gap_tol=10**400), ValueError, "gap_tol"),
+    (dict(gap_tol=0.0), ValueError, "gap_tol"), (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=1.5), TypeError, "seed"), (dict(solver="cvx"), ValueError, "solver"),
+    (dict(y=np.zeros(40)), TypeError, "y"), (dict(y=np.zeros(40, dtype=bool)), TypeError, "y"),
+])
+def test_certify_refuses_bad_options_before_the_cache(kw, exc, name):
+    """seed=1.5 used to be truncated to 1 in the cache key, so a cached bound was silently reused."""
+    net, X, y = _net_and_data()
+    certify(net, X, y, 0.1, method="spectral", progress=False, seed=1)  # fills the cache
+    with pytest.raises(exc, match=name):
+        certify(net, X, kw.pop("y", y), 0.1, method="spectral", progress=False, **kw)
+
+
 def test_public_name():
     assert stadv_ref.certify is certify
 

@@ -194,10 +194,43 @@ def test_bad_eps(eps):
         upper_bound(_random_net(0, 3, 3, 1), eps, "spectral")
 
 
-@pytest.mark.parametrize("classes", [None, (0, 0), (0, 5), (0,), ("a", 1), (0.5, 1)])
-def test_bad_classes(classes):
-    with pytest.raises(ValueError, match="classes"):
+@pytest.mark.parametrize("classes, error", [
+    (None, ValueError), ((0, 0), ValueError), ((0, 5), ValueError), ((0, -1), ValueError),
+    ((0,), TypeError), ("01", TypeError), (("a", 1), TypeError), ((0.5, 1), TypeError), ((1.0, 2), TypeError),
+    ((True, 0), TypeError), ((0, np.bool_(True)), TypeError),
+])
+def test_bad_classes_are_refused_not_truncated(classes, error):
+    with pytest.raises(error, match="classes"):
         upper_bound(_random_net(0, 3, 3, 3), 1.0, "spectral", classes=classes)
+
+
+def test_numpy_integer_classes_are_accepted():
+    net = _random_net(0, 3, 3, 3)
+    a = upper_bound(net, 1.0, "spectral", classes=(np.int64(0), np.int32(2)))
+    assert a.classes == (0, 2) and a.value == upper_bound(net, 1.0, "spectral", classes=(0, 2)).value
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(gap_tol=True), "gap_tol"), (dict(gap_tol=10**400), "gap_tol"), (dict(gap_tol=0.0), "gap_tol"),
+    (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"), (dict(max_iter=0), "max_iter"),
+])
+def test_bad_solver_options_are_refused_by_name(kw, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        upper_bound(_random_net(0, 3, 3, 3), 1.0, "sdp", classes=(0, 1), **kw)
+
+
+@pytest.mark.parametrize("net", ["net", None, {"W": 1}])
+def test_upper_bound_bad_net_names_net(net):
+    with pytest.raises((ValueError, TypeError), match="net"):
+        upper_bound(net, 1.0, "spectral")
+
+
+@pytest.mark.parametrize("method", ["sdp", "tight", "spectral", "aabb", "frobenius"])
+def test_upper_bound_overflow_is_refused_by_name(method):
+    net = _random_net(0, 3, 3, 3)
+    huge = stadv_ref.OneHiddenLayerNet(net.W * 1e200, net.V * 1e200, net.b, net.c, image_shape=net.image_shape)
+    with pytest.raises(ValueError, match="net"):
+        upper_bound(huge, 1.0, method, classes=(0, 1))
 
 
 def test_bad_method_and_range():

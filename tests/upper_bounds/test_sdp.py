@@ -195,6 +195,11 @@ def test_ellipsoid_sdp_bad_input():
         sdp.solve_ellipsoid_sdp(np.ones((2, 9)), (2, 4))
     with pytest.raises(ValueError, match="B"):
         sdp.solve_ellipsoid_sdp(np.full((2, 4), np.nan), (2, 2))
+    with pytest.raises(TypeError, match="image_shape"):  # used to be truncated to (2, 2)
+        sdp.solve_ellipsoid_sdp(np.ones((2, 4)), (2.5, 2))
+    for kw, name in ((dict(gap_tol=True), "gap_tol"), (dict(seed=-1), "seed"), (dict(time_limit="1"), "time_limit")):
+        with pytest.raises((ValueError, TypeError), match=name):
+            sdp.solve_ellipsoid_sdp(np.ones((2, 4)), (2, 2), **kw)
 
 
 # -- dual_bound_and_grad -----------------------------------------------------------
@@ -257,11 +262,25 @@ def test_sdp_dual_gradient_routes_agree_and_arpack_is_deterministic():
         ({"A": np.ones((2, 2)), "method": "cvx"}, "method"),
         ({"A": np.ones((2, 2)), "gap_tol": -1.0}, "gap_tol"),
         ({"A": np.ones((2, 2)), "certificate": "trust-me"}, "certificate"),
+        ({"A": np.ones((2, 2)), "gap_tol": 10**400}, "gap_tol"),  # used to be np.isfinite's TypeError
+        ({"A": np.ones((2, 2)), "gap_tol": True}, "gap_tol"),  # used to run as 1.0
+        ({"A": np.ones((2, 2)), "seed": -1}, "seed"),  # used to be numpy's SeedSequence errors
+        ({"A": np.ones((2, 2)), "seed": 1.5}, "seed"),
+        ({"A": np.ones((2, 2)), "time_limit": "1"}, "time_limit"),
+        ({"A": np.ones((2, 2)), "method": "scs", "scs_eps": -1.0}, "scs_eps"),
+        ({"A": np.ones((2, 2)), "scs_max_iters": 0}, "scs_max_iters"),
     ],
 )
 def test_solve_sdp_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         sdp.solve_sdp(**kwargs)
+
+
+def test_solve_sdp_accepts_numpy_scalars_with_the_same_result():
+    A = _rand_A(3, 4, 5)
+    a = sdp.solve_sdp(A, gap_tol=np.float32(1e-4), seed=np.int64(2), max_iter=np.int32(300))
+    b = sdp.solve_sdp(A, gap_tol=float(np.float32(1e-4)), seed=2, max_iter=300)
+    assert a.value == b.value and a.n_iter == b.n_iter
 
 
 def test_public_name():
