@@ -14,7 +14,14 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_positive_int
+from .._validate import (
+    as_float_array,
+    check_budget,
+    check_choice,
+    check_input_range,
+    check_positive_int,
+    check_seed,
+)
 from ..adversarial_loss import adv_loss_exact, binary_view
 from ..network import LinearClassifier
 from ..operators import m_power
@@ -120,6 +127,20 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     Returns
     -------
     AttackResult
+
+    Raises
+    ------
+    TypeError
+        ``net`` is not a network; ``classes`` not a pair of integers (floats and bools are
+        refused); ``eps``, ``step_size`` not real numbers; ``restarts``, ``steps``, ``seed`` not
+        integers; ``x``, ``x_starts``, ``r_starts`` not numeric.
+    ValueError
+        ``eps`` or ``step_size`` negative or not finite; ``restarts``, ``steps < 1``; ``seed < 0``;
+        ``classes`` missing (multi-class), given (binary), out of range or equal; bad
+        ``input_range``; ``padding`` or ``schedule`` not one of the choices; ``x`` not one
+        ``(H, W)`` image, not finite or outside ``input_range``; ``x_starts`` with ``x`` given,
+        of the wrong shape, more starts than ``restarts`` or outside ``input_range``;
+        ``r_starts`` of the wrong shape or too many.
     """
     if isinstance(net, LinearClassifier):
         net = net.as_network()
@@ -131,7 +152,14 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     check_choice("padding", padding, PADDINGS)
     check_choice("schedule", schedule, SCHEDULES)
     step_size = check_budget("step_size", step_size)
+    seed = check_seed("seed", seed)
     H, W = f.image_shape
+    if x is not None:
+        x = as_float_array("x", x, ndim=2, dtype=np.float64)
+        if x.shape != (H, W):
+            raise ValueError(f"x must be one {H}x{W} image, got shape {x.shape}")
+        if x.min() < lo or x.max() > hi:
+            raise ValueError(f"x must lie in input_range {(lo, hi)}, got values in [{x.min()}, {x.max()}]")
     if x_starts is not None:
         if x is not None:
             raise ValueError("x_starts needs x=None (with a fixed x every restart starts from x)")
@@ -153,7 +181,6 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
             X[: len(x_starts)] = x_starts
         optimize_x = True if optimize_x is None else bool(optimize_x)
     else:
-        x = as_float_array("x", x, dtype=np.float64).reshape(H, W)
         X = np.broadcast_to(x, (N, H, W)).copy()
         optimize_x = False if optimize_x is None else bool(optimize_x)
     shape = (N, H, W) if tied else (N, 2, H, W)

@@ -93,6 +93,13 @@ def test_defaults_equal_the_explicit_linear_schedule():
     (dict(r_starts=np.zeros((1, 2, H, W))), ValueError, "r_starts"),  # untied shape for a tied attack
     (dict(r_starts=np.zeros((1, H, W)), tied=False), ValueError, "r_starts"),
     (dict(r_starts=np.full((1, H, W), np.nan)), ValueError, "r_starts"),
+    (dict(x=np.float64(0.5)), ValueError, "x"),  # used to give numpy's 'cannot reshape'
+    (dict(x=np.zeros((H + 1, W))), ValueError, "x"),
+    (dict(x=np.zeros(H * W)), ValueError, "x"),
+    (dict(x=np.zeros((1, H, W))), ValueError, "x"),
+    (dict(x=np.full((H, W), 2.0)), ValueError, "x must lie in input_range"),
+    (dict(seed=-1), ValueError, "seed"),  # used to give numpy's SeedSequence errors
+    (dict(seed=1.5), TypeError, "seed"),
 ])
 def test_new_arguments_are_validated(kwargs, exc, name):
     with pytest.raises(exc, match=name):
