@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, check_choice, check_positive_int
+from .._validate import (
+    as_float_array,
+    check_budget,
+    check_choice,
+    check_image_shape,
+    check_labels,
+    check_positive_int,
+    check_seed,
+)
 
 __all__ = ["VARIANTS", "DEFAULTS", "DEFAULT_EPOCHS", "QUICK_EPOCHS", "QUICK_N_TRAIN", "QUICK_OPTIONS"]
 
@@ -72,7 +80,7 @@ def _settings(variant, hidden, epochs, batch_size, seed, options):
     if variant == "rand":
         s["epochs"] = 0
     s["batch_size"] = check_positive_int("batch_size", batch_size)
-    s["seed"] = check_positive_int("seed", seed, minimum=0)
+    s["seed"] = check_seed("seed", seed)
     s["loss"] = _LOSS_OF[variant]
     check_choice("optimizer", s["optimizer"], ("adam", "sgd"))
     check_choice("stn_mode", s["stn_mode"], ("affine", "flow"))
@@ -85,21 +93,32 @@ def _settings(variant, hidden, epochs, batch_size, seed, options):
     for k in ("spe_power_iters", "stn_hidden", "at_every", "at_pool_size", "at_max_iter", "sdp_pairs_per_step",
               "sdp_every"):
         s[k] = check_positive_int(k, s[k])
+    if not isinstance(s["hidden_bias"], (bool, np.bool_)):  # bool("False") would be True
+        raise TypeError(f"hidden_bias must be True or False, got {s['hidden_bias']!r}")
     s["hidden_bias"] = bool(s["hidden_bias"])
     return s
 
 
-def _check_data(X, y, name_x="X", name_y="y"):
-    """Training images as a contiguous ``(N, d)`` float64 array and labels as int64, checked."""
-    X = as_float_array(name_x, X, ndim=(2, 3), dtype=np.float64)
-    if X.ndim == 3:
-        X = X.reshape(X.shape[0], -1)
-    if X.shape[0] < 1:
-        raise ValueError(f"{name_x} must hold at least one example")
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name_y} must be integer labels of shape ({X.shape[0]},), got {y.shape} {y.dtype}")
-    if y.min() < 0:
-        raise ValueError(f"{name_y} must be non-negative class labels")
-    return np.ascontiguousarray(X), y.astype(np.int64)
+def _check_data(X, y, n_classes, image_shape):
+    """The training data and its shape, checked by name.
+
+    Returns ``X`` as a contiguous ``(N, d)`` float64 array, ``y`` as int64 labels in
+    ``[0, n_classes)``, ``n_classes`` and ``image_shape`` as ``(H, W)`` with ``H W = d``.
+    ``N = 0`` is refused (nothing to train on).
+    """
+    K = check_positive_int("n_classes", n_classes, minimum=2)
+    image_shape = check_image_shape("image_shape", image_shape)
+    X = as_float_array("X", X, ndim=(2, 3), dtype=np.float64)
+    N = X.shape[0]
+    if N < 1:
+        raise ValueError(f"X must hold at least one example (N = 0 is refused), got shape {X.shape}")
+    X = X.reshape(N, -1)
+    if np.ndim(y) == 1 and len(y) != N:
+        raise ValueError(f"X and y disagree: X holds {N} example(s), y holds {len(y)} label(s)")
+    y = check_labels("y", y, N, np.iinfo(np.int64).max)  # integer labels >= 0, one per example
+    if y.max() >= K:
+        raise ValueError(f"y has labels up to {y.max()}, not below n_classes = {K}")
+    if image_shape[0] * image_shape[1] != X.shape[1]:
+        raise ValueError(f"image_shape {image_shape} does not match X with {X.shape[1]} features")
+    return np.ascontiguousarray(X), y, K, image_shape
 

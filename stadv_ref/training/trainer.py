@@ -56,7 +56,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validate import check_positive_int
 from ..attacks import stadv_attack
 from ..network import OneHiddenLayerNet
 from ..operators import aabb_radii
@@ -340,15 +339,23 @@ def train(variant, X, y, *, hidden=500, epochs=None, batch_size=100, seed=0, che
     -------
     OneHiddenLayerNet or TrainResult
         The deployed classifier ``f(x) = V relu(W x + b) + c``.
+
+    Raises
+    ------
+    TypeError
+        ``X`` not numeric; ``y`` not integer labels (floats and bools are refused);
+        ``hidden``, ``epochs``, ``batch_size``, ``seed``, ``n_classes`` or an integer option
+        not an integer; ``image_shape`` not a pair of integers (floats are refused, not
+        truncated); a real option not a real number; ``hidden_bias`` not a bool.
+    ValueError
+        Unknown ``variant`` or option; ``X`` not 2-D/3-D, not finite or empty (``N = 0`` is
+        refused); ``X`` and ``y`` holding different numbers of examples (the message names
+        both); ``y`` outside ``[0, n_classes)``; ``image_shape`` not positive or not matching
+        the features of ``X``; ``hidden``, ``batch_size < 1``, ``epochs < 0``, ``seed < 0``,
+        ``n_classes < 2``; a real option negative or not finite; a choice option unknown.
     """
     s = _settings(variant, hidden, epochs, batch_size, seed, options)
-    X, y = _check_data(X, y)
-    K = check_positive_int("n_classes", n_classes, minimum=2)
-    if y.max() >= K:
-        raise ValueError(f"y has labels >= n_classes = {K}")
-    image_shape = tuple(int(v) for v in image_shape)
-    if len(image_shape) != 2 or image_shape[0] * image_shape[1] != X.shape[1]:
-        raise ValueError(f"image_shape {image_shape} does not match X with {X.shape[1]} features")
+    X, y, K, image_shape = _check_data(X, y, n_classes, image_shape)
     s["n_train"] = int(X.shape[0])
     tr = _Trainer(s, X, y, K, image_shape)
     if checkpoint is not None and resume and Path(checkpoint).is_file():

@@ -286,7 +286,14 @@ def test_default_model_dir(monkeypatch, tmp_path):
         ({"stn_mode": "tps"}, "stn_mode"),
         ({"bogus": 1}, "option"),
         ({"image_shape": (5, 5)}, "image_shape"),
+        ({"image_shape": (4.0, 4.0)}, "image_shape"),  # used to be accepted (truncated)
+        ({"image_shape": 4}, "image_shape"),  # used to be "'int' object is not iterable"
         ({"n_classes": 2}, "n_classes"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"hidden_bias": "False"}, "hidden_bias"),  # bool("False") is True: used to turn the bias on
+        ({"y": "short"}, "X and y disagree"),  # used to name only y
+        ({"X": "empty", "y": np.zeros(0, dtype=np.int64)}, "X must hold at least one"),  # was 'cannot reshape'
     ],
 )
 def test_bad_input(data, change, name):
@@ -299,9 +306,10 @@ def test_bad_input(data, change, name):
         else:
             kw[k] = v
     if isinstance(args["X"], str):
-        args["X"] = X.copy()
-        args["X"][3, 2, 1] = np.nan
+        args["X"] = X[:0] if args["X"] == "empty" else X.copy()
+        if args["X"].size:
+            args["X"][3, 2, 1] = np.nan
     if isinstance(args["y"], str):
-        args["y"] = y.astype(float)
+        args["y"] = y[:-1] if args["y"] == "short" else y.astype(float)
     with pytest.raises((ValueError, TypeError), match=name):
         train(args["variant"], args["X"], args["y"], **kw)
