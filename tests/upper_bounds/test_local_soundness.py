@@ -92,6 +92,28 @@ def test_bound_is_close_to_the_attack_at_small_budgets():
     assert 0 <= slack < 0.02 * np.abs(out).max()
 
 
+@pytest.mark.parametrize("flow", ["tied", "untied"])
+def test_bound_is_exact_where_the_relaxations_are(flow):
+    """A ramp image (the warp is linear in the flow away from the border), a network that ignores
+    the border pixels and whose units are all active: every relaxation is exact, so the bound is
+    the true maximum, which the attack reaches (a concave problem)."""
+    H, m = 6, 8
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((m, H, H))
+    W[:, [0, -1], :] = 0.0
+    W[:, :, [0, -1]] = 0.0
+    net = stadv_ref.OneHiddenLayerNet(W.reshape(m, -1), rng.standard_normal((3, m)), b=np.full(m, 50.0))
+    rows, cols = np.mgrid[0:H, 0:H]
+    X = ((0.1 * cols + 0.05 * rows + 0.1) / 1.0)[None]
+    y = np.array([0])
+    for eps in (0.1, 1.0):  # radii below one pixel: no sample leaves the image
+        B = local_pair_bounds(net, X, y, eps, flow=flow, padding="zeros")
+        for i in (1, 2):
+            worst = _worst_margin(net, X[0], (i, 0), eps, flow, "zeros", restarts=4, steps=200)
+            assert worst <= B[0, i] + 1e-9
+            assert B[0, i] - worst < 1e-5 * (1 + abs(B[0, i]))
+
+
 @pytest.mark.mnist
 def test_attack_never_exceeds_the_bound_on_mnist(mnist_dir):
     Xtr, ytr = stadv_ref.load_mnist("train", mnist_dir, limit=2000)
