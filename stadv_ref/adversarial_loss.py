@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, check_class_index, check_labels, check_positive_int, check_real
+from ._validate import as_float_array, check_choice, check_class_pair, check_labels, check_positive_int, check_real
 from .backend import get_backend
 from .network import OneHiddenLayerNet, relu_derivative
 from .transform import PADDINGS, warp, warp_vjp_flow
@@ -57,11 +57,7 @@ def binary_view(net, classes=None):
         return net
     if classes is None:
         raise ValueError("classes=(i, y) is required for a multi-class network")
-    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__") or len(classes) != 2:
-        raise TypeError(f"classes must be a pair (i, y) of class indices, got {classes!r}")
-    i, y = (check_class_index("classes", k, net.n_classes) for k in classes)
-    if i == y:
-        raise ValueError(f"classes must be two different classes, got i = y = {i}")
+    i, y = check_class_pair("classes", classes, net.n_classes)
     return net.pair(i, y)
 
 
