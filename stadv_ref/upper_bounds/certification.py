@@ -14,7 +14,8 @@ rule is ``(2y - 1) f(x) > eps B``.
 
 Class-pair bounds are computed once per network and cached: in memory, keyed by a
 hash of the weights (``W``, ``V``, ``b``, image shape) and of every option that
-changes the bound; optionally also on disk (``cache_dir``) as ``.npz``.
+changes the bound; optionally also on disk (``cache_dir``) as sealed ``.npz`` files
+(:mod:`.bound_cache`: a damaged or changed file is recomputed with a warning).
 
 The strong attack the bounds are tested against is
 :func:`stadv_ref.attacks.flow_pgd.flow_pgd_attack`.
@@ -22,16 +23,13 @@ The strong attack the bounds are tested against is
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import time
 
 import numpy as np
 
 from .._validate import check_budget, check_choice, check_labels
 from ..network import OneHiddenLayerNet
-from .closed_form import METHODS, SOUND_METHODS, class_pair_bounds, input_constant
+from .bound_cache import clear_bound_cache, pair_bounds_cached
+from .closed_form import METHODS, SOUND_METHODS, input_constant
 from .sdp_result import _check_solver_options
 
 __all__ = [
@@ -40,76 +38,6 @@ __all__ = [
     "pair_bounds_cached",
     "clear_bound_cache",
 ]
-
-_MEMORY_CACHE = {}
-
-
-# ---------------------------------------------------------------------------
-# Cached class-pair bounds
-# ---------------------------------------------------------------------------
-def _cache_key(net, method, options):
-    h = hashlib.sha256()
-    for a in (net.W, net.V, net.b):
-        arr = np.ascontiguousarray(a, dtype=np.float64)
-        h.update(str(arr.shape).encode())
-        h.update(arr.tobytes())
-    h.update(json.dumps({"method": method, "image_shape": list(net.image_shape), **options},
-                        sort_keys=True, default=str).encode())
-    return h.hexdigest()[:32]
-
-
-def clear_bound_cache():
-    """Empty the in-memory cache of class-pair bounds."""
-    _MEMORY_CACHE.clear()
-
-
-def pair_bounds_cached(net, method="sdp", *, input_range=(0.0, 1.0), padding="zeros", solver="mixing",
-                       gap_tol=1e-5, seed=0, cache=True, cache_dir=None, progress=True, **solver_options):
-    """:func:`stadv_ref.upper_bounds.class_pair_bounds` with in-memory and on-disk caching.
-
-    Returns
-    -------
-    bounds : ndarray, shape (K, K) (or (1, 1) for a binary network)
-        Per-unit-``eps`` bounds.
-    info : dict
-        ``{"key", "source" ("computed"|"memory"|"disk"), "time", "gaps", "how"}``.
-    """
-    options = {"input_range": [float(t) for t in input_range], "padding": padding, "solver": solver,
-               "gap_tol": float(gap_tol), "seed": int(seed), **solver_options}
-    key = _cache_key(net, method, options)
-    if cache and key in _MEMORY_CACHE:
-        b, info = _MEMORY_CACHE[key]
-        return b.copy(), dict(info, source="memory")
-    path = None
-    if cache_dir is not None:
-        os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(os.fspath(cache_dir), f"bounds-{method}-{key}.npz")
-        if cache and os.path.isfile(path):
-            with np.load(path, allow_pickle=False) as f:
-                b = f["bounds"].copy()
-                info = json.loads(str(f["info"]))
-            _MEMORY_CACHE[key] = (b, info)
-            return b.copy(), dict(info, source="disk")
-    t0 = time.perf_counter()
-    b, results = class_pair_bounds(net, method, input_range=input_range, padding=padding, solver=solver,
-                                   gap_tol=gap_tol, seed=seed, progress=progress, **solver_options)
-    gaps = [r.gap for r in results.values() if r.gap is not None]
-    info = {
-        "key": key,
-        "method": method,
-        "time": time.perf_counter() - t0,
-        "max_gap": max(gaps) if gaps else None,
-        "how": next(iter(results.values())).how,
-        "sound": method in SOUND_METHODS,
-        "winners": {f"{i},{y}": r.details.get("winner") for (i, y), r in results.items()
-                    if r.details.get("winner")},
-    }
-    if cache:
-        _MEMORY_CACHE[key] = (b.copy(), info)
-    if path is not None and cache:
-        np.savez(path, bounds=b, info=np.asarray(json.dumps(info)))
-    return b, dict(info, source="computed")
-
 
 # ---------------------------------------------------------------------------
 # certify
