@@ -1,21 +1,28 @@
 """The ``.npz`` model file of :class:`stadv_ref.OneHiddenLayerNet`: write it, read and check it (no pickle).
 
-A model file holds ``format_version`` (1), the arrays ``W``, ``v``, ``b``, ``c``,
-``image_shape`` and optional ``meta_*`` entries. Reading refuses anything else: a
-missing file, a non-``.npz``, pickled objects, missing or unknown arrays, another
-``format_version``. The network itself checks the arrays' shapes and values.
+A model file (``format_version`` 2) holds the arrays ``W``, ``v``, ``b``, ``c``,
+``image_shape``, optional ``meta_*`` entries and the seal of :mod:`stadv_ref._io`:
+``format_version``, ``library_version`` and ``sha256`` (the hash of every other array).
+It is written atomically. Reading refuses anything else: a missing file, a non-``.npz``
+(e.g. truncated), pickled objects, missing or unknown arrays, another ``format_version``,
+a content hash that does not match. Files of ``format_version`` 1 (no hash) and ``.npz``
+files without ``format_version`` (weights exported from elsewhere) are still read. The
+network itself checks the arrays' shapes and values.
 """
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 
+from ._io import SEAL_FIELDS, atomic_savez, read_npz, seal_arrays, unseal_arrays
+
 __all__ = ["FORMAT_VERSION", "MODEL_ARRAYS", "check_path", "write_model", "read_model"]
 
-FORMAT_VERSION = 1
-MODEL_ARRAYS = ("format_version", "W", "v", "b", "c", "image_shape")
+FORMAT_VERSION = 2
+LEGACY_VERSION = 1
+"""``format_version`` 1: the same arrays without ``library_version`` and ``sha256`` (still read)."""
+MODEL_ARRAYS = ("W", "v", "b", "c", "image_shape") + SEAL_FIELDS
 
 
 def check_path(name, path):
@@ -26,7 +33,11 @@ def check_path(name, path):
 
 
 def write_model(path, arrays, metadata):
-    """Write ``arrays`` (``W``, ``v``, ``b``, ``c``, ``image_shape``) and ``metadata`` to exactly ``path``."""
+    """Write ``arrays`` (``W``, ``v``, ``b``, ``c``, ``image_shape``) and ``metadata`` to exactly ``path``.
+
+    Atomically (a reader never sees half a file), sealed with ``format_version``,
+    ``library_version`` and ``sha256``.
+    """
     path = check_path("path", path)
     extra = {}
     for k, val in metadata.items():
@@ -34,25 +45,14 @@ def write_model(path, arrays, metadata):
         if arr.dtype == object:
             raise TypeError(f"metadata {k!r} must be numbers, strings or numeric arrays")
         extra["meta_" + k] = arr
-    # write to exactly ``path`` (np.savez would append ".npz" to a bare name, and load(path) would not find it)
-    with open(path, "wb") as fh:
-        np.savez(fh, format_version=np.int64(FORMAT_VERSION), **arrays, **extra)
+    # exactly ``path``: np.savez would append ".npz" to a bare name, and load(path) would not find it
+    atomic_savez(path, compress=False, **seal_arrays({**arrays, **extra}, FORMAT_VERSION))
 
 
 def read_model(path):
     """Read a model file; return ``(arrays, metadata)`` after the format checks of the module docstring."""
     path = check_path("path", path)
-    if not os.path.isfile(path):
-        raise ValueError(f"model file {path!r} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"model file {path!r} is not a valid .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except ValueError as exc:
-        raise ValueError(f"model file {path!r} holds pickled objects; refusing to load ({exc})") from exc
-    except Exception as exc:
-        raise ValueError(f"model file {path!r} is not a valid .npz archive ({exc})") from exc
+    data = read_npz(path, "model file")
     missing = [k for k in ("W", "v") if k not in data]
     if missing:
         raise ValueError(f"model file {path!r} lacks the arrays {missing}")
@@ -62,13 +62,21 @@ def read_model(path):
             f"model file {path!r} holds arrays this one-hidden-layer format does not have: {extra} "
             f"(expected {list(MODEL_ARRAYS)} and meta_*); refusing to ignore them"
         )
-    version = data.pop("format_version", None)  # absent: weights exported from elsewhere
-    if version is not None and (
-        version.shape != () or not np.issubdtype(version.dtype, np.integer) or int(version) != FORMAT_VERSION
-    ):
+    version = data.get("format_version")  # absent: weights exported from elsewhere
+    if version is None:
+        pass
+    elif version.shape == () and version.dtype.kind in "iu" and int(version) == LEGACY_VERSION:
+        if "sha256" in data or "library_version" in data:
+            raise ValueError(f"model file {path!r} has format_version 1 but a seal of version 2 (damaged?)")
+        data.pop("format_version")
+    elif version.shape == () and version.dtype.kind in "iu" and int(version) == FORMAT_VERSION:
+        data, _ = unseal_arrays(data, "model file", path, FORMAT_VERSION)
+    else:
         raise ValueError(
-            f"model file {path!r} has format_version {version!r}; this library reads version "
-            f"{FORMAT_VERSION} (a newer stadv-ref wrote it?)"
+            f"model file {path!r} has format_version {version!r}; this library reads versions "
+            f"{LEGACY_VERSION} and {FORMAT_VERSION} (a newer stadv-ref wrote it?)"
         )
+    if "sha256" in data or "library_version" in data:
+        raise ValueError(f"model file {path!r} has a content hash but no format_version (damaged?)")
     meta = {k[5:]: (v.item() if v.ndim == 0 else v) for k, v in data.items() if k.startswith("meta_")}
     return {k: v for k, v in data.items() if not k.startswith("meta_")}, meta

@@ -280,7 +280,7 @@ class OneHiddenLayerNet:
 
     # -- persistence -------------------------------------------------------------
     def save(self, path, **metadata):
-        """Save to ``.npz`` (no pickle). Extra ``metadata`` values are stored as arrays.
+        """Save to ``.npz`` (no pickle, atomic, with a content hash). ``metadata`` values become arrays.
 
         Parameters
         ----------
@@ -319,8 +319,8 @@ class OneHiddenLayerNet:
         TypeError
             ``path`` is not a str or path-like.
         ValueError
-            Missing file, not an ``.npz``, pickled objects, missing or unknown arrays,
-            a ``format_version`` other than 1, non-finite weights or wrong shapes.
+            Missing file, not an ``.npz`` (e.g. truncated), pickled objects, missing or unknown arrays,
+            ``format_version`` not 1 or 2, a ``sha256`` not matching the arrays, bad weights or shapes.
         """
         data, meta = read_model(path)
         shape = data.get("image_shape")

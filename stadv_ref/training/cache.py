@@ -3,17 +3,25 @@
 A cached model is the deployed classifier of :func:`stadv_ref.training.train` plus its
 metadata (test accuracy, settings, history, the variant's extra arrays), one file per
 variant, size, seed and epochs: :func:`model_path` under :func:`default_model_dir`.
+
+A cached file is never trusted blindly: one that cannot be read (damaged, truncated, a
+content hash that does not match) or whose metadata contradict its name is retrained with a
+warning, and so is an interrupted training whose checkpoint cannot be resumed
+(:class:`.checkpoint.CheckpointMismatch`). A readable model trained with other options is a
+``ValueError`` (a different model was asked for: use another ``cache_dir``).
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from .._validate import check_choice, check_positive_int
 from ..data import load_mnist
 from ..network import OneHiddenLayerNet
 from ..transform import warp
+from .checkpoint import CheckpointMismatch, data_fingerprint
 from .objectives import _affine_basis, _stn_forward
 from .settings import DEFAULT_EPOCHS, QUICK_EPOCHS, QUICK_N_TRAIN, QUICK_OPTIONS, VARIANTS
 from .trainer import train
@@ -101,18 +109,23 @@ def load_or_train(variant, cache_dir=None, n_train=None, hidden=500, seed=0, epo
         options = {**QUICK_OPTIONS.get(variant, {}), **options}
     path = model_path(variant, cache_dir, n_train, hidden, seed, epochs, quick)
     if path.is_file():
-        net, meta = OneHiddenLayerNet.load(path, with_metadata=True)
-        saved = json.loads(str(meta.get("settings", "{}")))
-        bad = {k: (saved.get(k), v) for k, v in options.items() if k in saved and saved[k] != v}
-        if bad:
-            raise ValueError(f"cached model {str(path)!r} was trained with other settings {bad}; "
-                             "pass another cache_dir")
-        return (net, meta) if with_metadata else net
+        cached = _read_cached(path, dict(variant=variant, n_train=n_train, epochs=epochs, hidden=hidden, seed=seed))
+        if cached is not None:
+            net, meta, saved = cached
+            bad = {k: (saved.get(k), v) for k, v in options.items() if k in saved and saved[k] != v}
+            if bad:
+                raise ValueError(f"cached model {str(path)!r} was trained with other settings {bad}; "
+                                 "pass another cache_dir")
+            return (net, meta) if with_metadata else net
     X, y = load_mnist("train", data_dir=data_dir, limit=n_train)
     Xt, yt = load_mnist("test", data_dir=data_dir)
     ckpt = path.parent / "checkpoints" / (path.stem + ".ckpt.npz")
-    res = train(variant, X, y, hidden=hidden, epochs=epochs, seed=seed, checkpoint=ckpt,
-                progress=progress, return_result=True, **options)
+    kw = dict(hidden=hidden, epochs=epochs, seed=seed, checkpoint=ckpt, progress=progress, return_result=True)
+    try:
+        res = train(variant, X, y, **kw, **options)
+    except CheckpointMismatch as exc:
+        warnings.warn(f"{exc}: training {variant} from the start", stacklevel=2)
+        res = train(variant, X, y, **kw, resume=False, **options)
     net = res.net
     meta = {
         "variant": variant,
@@ -123,19 +136,33 @@ def load_or_train(variant, cache_dir=None, n_train=None, hidden=500, seed=0, epo
         "epochs": epochs,
         "hidden": hidden,
         "seed": seed,
+        "data_sha256": data_fingerprint(X, y),
     }
     for k, v in res.history.items():
         meta["history_" + k] = v
     meta.update(res.extras)
     if variant == "stn":
         meta["test_accuracy_with_stn"] = _stn_accuracy(res, Xt, yt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    net.save(tmp, **meta)
-    os.replace(tmp, path)
+    net.save(path, **meta)  # atomic, sealed
     if ckpt.is_file():
         ckpt.unlink()
     return (net, meta) if with_metadata else net
+
+
+def _read_cached(path, expected):
+    """``(net, meta, settings)`` of a cached model file, or ``None`` (with a warning) when it cannot be trusted."""
+    try:
+        net, meta = OneHiddenLayerNet.load(path, with_metadata=True)
+        saved = json.loads(str(meta.get("settings", "{}")))
+        if not isinstance(saved, dict):
+            raise ValueError("its settings are not a JSON object")
+        wrong = {k: meta.get(k) for k, v in expected.items() if k in meta and meta[k] != v}
+        if wrong:
+            raise ValueError(f"its metadata {wrong} contradict its name (expected {expected})")
+    except ValueError as exc:
+        warnings.warn(f"cached model {str(path)!r} cannot be used ({exc}); training it again", stacklevel=3)
+        return None
+    return net, meta, saved
 
 
 def _stn_accuracy(res, Xt, yt):
