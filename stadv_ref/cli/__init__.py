@@ -9,7 +9,13 @@ writes plain files: models and data as ``.npz`` (no pickle), results as JSON,
 figures as PNG, all into ``--out DIR``.
 
 Errors in the arguments or the inputs print one line on stderr and exit with
-status 1 (usage errors: status 2); set ``STADV_DEBUG=1`` for a traceback.
+status 1 (usage errors: status 2); set ``STADV_DEBUG=1`` for a traceback. A bad
+file (0-byte, truncated, not an ``.npz``, pickled, changed after it was written)
+is such an error, naming the file; a damaged cache file (bound cache, cached
+model, step output) is recomputed with a one-line warning instead.
+
+The JSON and ``.npz`` results are written atomically and sealed with a
+``format_version``, the ``library_version`` and the ``sha256`` of their content.
 
 Models
 ------

@@ -2,11 +2,13 @@
 
 * :class:`CLIError` (one line on stderr, exit status 1) and :class:`_Parser` (usage errors: one line,
   exit status 2);
-* argument types :func:`_nonneg_float`, :func:`_pos_int`, :func:`_option` (``KEY=VALUE``);
+* argument types :func:`_nonneg_float`, :func:`_pos_int`, :func:`_option` (``KEY=VALUE``; a
+  boolean training option takes exactly true/false/yes/no/1/0);
 * :func:`load_model` (a model ``.npz``) and :func:`load_data` (``--data FILE.npz`` or MNIST), both
-  validated with one clear error;
-* the output directory (:func:`_out_dir`), JSON results (:func:`_write_json`) and summary lines
-  (:func:`_say`).
+  validated with one clear error naming the file (a 0-byte, truncated or malformed file included);
+* the output directory (:func:`_out_dir`), JSON results (:func:`_write_json`: sealed with a
+  format version and content hash, :func:`stadv_ref._io.atomic_write_sealed_json`) and summary
+  lines (:func:`_say`).
 
 The model and data formats are described in :mod:`stadv_ref.cli`'s docstring.
 """
@@ -19,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_json
+from .._io import atomic_write_sealed_json, read_npz
 from ..data import load_mnist
 from ..network import OneHiddenLayerNet
+from ..training import DEFAULTS
 
 PROG = "stadv"
+OUTPUT_VERSION = 1
+"""``format_version`` of the sealed JSON and ``.npz`` results the subcommands write."""
 
 
 class CLIError(ValueError):
@@ -68,16 +73,27 @@ def _pos_int(name, minimum=1):
     return parse
 
 
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def _option(text):
-    """``KEY=VALUE`` with VALUE parsed as JSON when possible (numbers, true/false), else a string."""
+    """``KEY=VALUE``: a boolean training option (e.g. ``hidden_bias``) takes exactly true/false/yes/no/1/0
+    (any case; anything else is refused by name: ``bool("False")`` is true); other VALUEs are parsed as
+    JSON when possible (numbers), else kept as a string (the trainer checks them by name)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--option must look like KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
+    k = k.strip()
+    if isinstance(DEFAULTS.get(k), bool):
+        word = v.strip().lower()
+        if word not in _BOOLEANS:
+            raise argparse.ArgumentTypeError(f"--option {k} must be true/false/yes/no/1/0, got {v!r}")
+        return k, _BOOLEANS[word]
     try:
         v = json.loads(v)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
-    return k.strip(), v
+    return k, v
 
 
 # ---------------------------------------------------------------------------
@@ -119,17 +135,16 @@ def load_data(args, image_shape=None):
         if not p.is_file():
             raise FileNotFoundError(f"data file {str(p)!r} does not exist")
         try:
-            with np.load(p, allow_pickle=False) as f:
-                missing = [k for k in ("X", "y") if k not in f.files]
-                if missing:
-                    raise CLIError(f"data file {str(p)!r} lacks the arrays {missing} (needs X and y)")
-                X, y = f["X"], f["y"]
-        except CLIError:
-            raise
+            arrays = read_npz(p, "data file")  # a 0-byte, truncated or pickled file: ValueError naming it
         except ValueError as exc:
-            raise CLIError(f"data file {str(p)!r} is not a valid .npz without pickles ({exc})") from exc
-        except OSError as exc:
-            raise CLIError(f"cannot read data file {str(p)!r}: {exc}") from exc
+            raise CLIError(str(exc)) from exc
+        missing = [k for k in ("X", "y") if k not in arrays]
+        if missing:
+            raise CLIError(f"data file {str(p)!r} lacks the arrays {missing} (needs X and y)")
+        X, y = arrays["X"], arrays["y"]
+        if X.ndim not in (2, 3) or y.ndim != 1:
+            raise CLIError(f"data file {str(p)!r}: X must have shape (N, H, W) or (N, d) and y (N,), got "
+                           f"{X.shape} and {y.shape}")
         X = X[offset:]
         y = y[offset:]
         if n is not None:
@@ -194,7 +209,8 @@ def _labelled_data(args, net):
 
 
 def _write_json(path, obj):
-    atomic_write_json(path, obj)
+    """Write the result dict ``obj`` atomically, sealed (``format_version``, ``library_version``, ``sha256``)."""
+    atomic_write_sealed_json(path, obj, OUTPUT_VERSION)
     return path
 
 

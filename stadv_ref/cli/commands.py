@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_savez
+from .._io import atomic_savez, seal_arrays
 from ..attacks import STADV_CODE_OPTIONS
 from ..experiments import pipeline
 from ..experiments.audit import run_audit, write_report
@@ -26,9 +25,10 @@ from ..experiments.plots import (plot_attack, plot_certify, plot_convergence, pl
 from ..lower_bounds import LABELS
 from ..onnx_import import import_onnx
 from ..training import QUICK_EPOCHS, VARIANTS, train
+from ..training.checkpoint import data_fingerprint
 from ..upper_bounds import class_pair_bounds, upper_bound
-from ._common import (CLIError, _labelled_data, _model_and_out, _out_dir, _progress, _say, _write_json, load_data,
-                      load_model)
+from ._common import (OUTPUT_VERSION, CLIError, _labelled_data, _model_and_out, _out_dir, _progress, _say,
+                      _write_json, load_data, load_model)
 
 
 def cmd_train(args):
@@ -52,7 +52,8 @@ def cmd_train(args):
                 return_result=True, n_classes=max(K, 2), image_shape=X.shape[1:], **options)
     secs = time.perf_counter() - t0
     net = res.net
-    summary = {"variant": args.variant, "data": source, "n_train": int(len(y)), "seconds": round(secs, 2),
+    summary = {"variant": args.variant, "data": source, "data_sha256": data_fingerprint(X, y),
+               "n_train": int(len(y)), "seconds": round(secs, 2),
                "train_accuracy": float((net.predict(X) == y).mean()), "settings": res.settings,
                "history": {k: np.asarray(v).tolist() for k, v in res.history.items()}}
     if args.test_data or not args.data:
@@ -60,16 +61,13 @@ def cmd_train(args):
         Xt, yt, tsrc = load_data(targs, net.image_shape)
         summary["test_accuracy"] = float((net.predict(Xt) == yt).mean())
         summary["test_data"] = tsrc
-    meta = {k: summary[k] for k in ("variant", "n_train", "train_accuracy") if k in summary}
+    meta = {k: summary[k] for k in ("variant", "n_train", "train_accuracy", "data_sha256") if k in summary}
     if "test_accuracy" in summary:
         meta["test_accuracy"] = summary["test_accuracy"]
     meta["settings"] = json.dumps(res.settings, sort_keys=True)
     for k, v in res.extras.items():
         meta[k] = v
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.with_name(f".{model_path.stem}.part.npz")
-    net.save(tmp, **meta)
-    os.replace(tmp, model_path)
+    net.save(model_path, **meta)  # atomic, sealed
     summary["model"] = str(model_path)
     _write_json(out / "train.json", summary)
     plot_training(res.history, out / "train_history.png", args.variant)
@@ -94,8 +92,9 @@ def cmd_attack(args):
     results = curve.pop("results")
     curve.update(model=str(args.model), data=source, method=args.method, kappa=args.kappa, options=options)
     for tau, res in zip(args.tau, results):
-        atomic_savez(out / f"adversarial_tau{tau:g}.npz", x_adv=res.x_adv, flow=res.flow, success=res.success,
-                     pred=res.pred, l_diff=res.l_diff, flow_norm=res.flow_norm, y=y)
+        atomic_savez(out / f"adversarial_tau{tau:g}.npz", **seal_arrays(dict(
+            x_adv=res.x_adv, flow=res.flow, success=res.success, pred=res.pred, l_diff=res.l_diff,
+            flow_norm=res.flow_norm, y=y), OUTPUT_VERSION))
     _write_json(out / "attack.json", curve)
     plot_attack({Path(args.model).stem: curve}, out / "attack.png")
     res = results[-1]
@@ -123,7 +122,7 @@ def cmd_lower_bound(args):
     for e, r in zip(curve["eps"], results):
         arrays[f"eps{e:g}_x"] = r.x
         arrays[f"eps{e:g}_flow"] = r.flow
-    atomic_savez(out / "pairs.npz", **arrays)
+    atomic_savez(out / "pairs.npz", **seal_arrays(arrays, OUTPUT_VERSION))
     curve.update(model=str(args.model), flow=args.flow, labels=LABELS)
     _write_json(out / "lower_bound.json", curve)
     plot_lower_bound({name: curve}, out / "lower_bound.png", title=f"Lower bounds for {name}")
@@ -254,6 +253,6 @@ def cmd_import_onnx(args):
     net = import_onnx(args.onnx, tuple(args.image_shape) if args.image_shape else None)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    net.save(out, source=str(args.onnx))
+    net.save(out, source=str(args.onnx))  # atomic, sealed
     _say(args, f"imported {net!r} from {args.onnx} -> {out}")
     return 0

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 
 from .. import __version__
 from ..backend import BackendError, use_backend
@@ -179,6 +180,14 @@ def _one_line(exc):
     return " ".join(msg.split())
 
 
+def _warn_in_one_line(where):
+    """A ``warnings.showwarning`` that prints ``<where>: warning: <message>`` as one line on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{where}: warning: {_one_line(message)}", file=sys.stderr)
+
+    return show
+
+
 def main(argv=None):
     """Entry point of the ``stadv`` console script; returns the exit status.
 
@@ -199,7 +208,9 @@ def main(argv=None):
     where = f"{PROG} {args.command}"
     try:
         ctx = use_backend(args.backend) if getattr(args, "backend", None) else contextlib.nullcontext()
-        with ctx:
+        with ctx, warnings.catch_warnings():
+            if not debug:  # e.g. a damaged cache file that is recomputed: one line, not two
+                warnings.showwarning = _warn_in_one_line(where)
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{where}: interrupted (finished outputs are kept; rerun to resume)", file=sys.stderr)

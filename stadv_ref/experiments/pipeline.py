@@ -5,9 +5,13 @@ from the library, writes its PNG and JSON files atomically into
 ``<out>/<step>/`` and writes its marker ``<out>/<step>/<step>.json`` *last*.
 A step whose marker exists with the same settings is skipped, so an
 interrupted run resumes from what is on disk; a step whose marker is missing
-(or was made with other settings) is recomputed. Trained networks are cached
-by :func:`stadv_ref.training.load_or_train` (atomic ``.npz`` per variant, with
-per-epoch checkpoints), so an interrupted training resumes too.
+(or was made with other settings) is recomputed. Markers are sealed (content
+hash, format and library version) and record the sha256 of every output of
+their step; a damaged marker or a missing or changed output makes the step be
+recomputed with a warning (:class:`.steps._Run`), never silently reused.
+Trained networks are cached by :func:`stadv_ref.training.load_or_train`
+(sealed ``.npz`` per variant, with per-epoch checkpoints), so an interrupted
+training resumes too.
 
 =========  ==================================================================
 ``models``  train (or load) every network; test accuracies (appendix 6.8)
@@ -32,19 +36,20 @@ run single steps of this pipeline.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._io import _jsonable, atomic_savefig, atomic_savez, atomic_write_json, atomic_write_text
+from .._io import (_jsonable, atomic_savefig, atomic_savez, atomic_write_json, atomic_write_sealed_json,
+                   atomic_write_text, read_sealed_json)
 from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
-from .steps import (_Run, step_fig2, step_fig3, step_fig4, step_fig5, step_fig6, step_fig11,
+from .steps import (MARKER_VERSION, _Run, step_fig2, step_fig3, step_fig4, step_fig5, step_fig6, step_fig11,
                     step_models)
 
 __all__ = [
@@ -176,9 +181,25 @@ STEP_NAMES = tuple(s.name for s in STEPS)
 
 
 def _done(run, step):
-    """Whether ``step``'s marker is complete and was made with the current settings."""
+    """Whether ``step``'s marker is intact, complete, made with the current settings, and its outputs unchanged."""
     m = run.summary(step.name)
-    return bool(m) and m.get("config") == run.cfg.key(step.config_fields) and m.get("complete") is True
+    if not m or m.get("config") != run.cfg.key(step.config_fields) or m.get("complete") is not True:
+        return False
+    return run.outputs_intact(step.name, m)
+
+
+def _previous_seconds(path):
+    """The ``seconds`` table of an earlier ``run.json`` (``{}``, with a warning, if it cannot be trusted)."""
+    if not path.is_file():
+        return {}
+    try:
+        seconds = read_sealed_json(path, "run record", 1).get("seconds")
+        if not isinstance(seconds, dict):
+            raise ValueError(f"run record {str(path)!r} has no 'seconds' object")
+    except ValueError as exc:
+        warnings.warn(f"{exc}; its timings are dropped", stacklevel=3)
+        return {}
+    return seconds
 
 
 def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=(), progress=True, log=print):
@@ -245,21 +266,16 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
         summary = step.run(run)
         secs = round(time.perf_counter() - t0, 2)
         cpu = round(time.process_time() - c0, 2)
-        atomic_write_json(run.marker(name), {"step": name, "complete": True, "seconds": secs, "cpu_seconds": cpu,
-                                             "config": cfg.key(step.config_fields), "summary": summary})
+        atomic_write_sealed_json(run.marker(name), {
+            "step": name, "complete": True, "seconds": secs, "cpu_seconds": cpu,
+            "config": cfg.key(step.config_fields), "summary": summary, "outputs": run.output_hashes(name)},
+            MARKER_VERSION)
         status[name] = secs
         rerun.add(name)
         log(f"[{name}] done in {secs:.1f} s (CPU {cpu:.1f} s)")
-    total = {k: v for k, v in status.items() if v != "skipped"}
-    prev = {}
-    if (run.out / "run.json").is_file():
-        try:
-            prev = json.loads((run.out / "run.json").read_text())
-        except ValueError:
-            prev = {}
-    seconds = dict(prev.get("seconds", {}))
-    seconds.update(total)
-    atomic_write_json(run.out / "run.json", {"config": asdict(cfg), "seconds": seconds, "last_status": status})
+    seconds = _previous_seconds(run.out / "run.json")
+    seconds.update({k: v for k, v in status.items() if v != "skipped"})
+    atomic_write_sealed_json(run.out / "run.json", {"config": asdict(cfg), "seconds": seconds, "last_status": status})
     return status
 
 

@@ -5,6 +5,14 @@ networks and test data). It writes its PNG (and array) files into ``<out>/<step>
 returns becomes the step's marker ``<out>/<step>/<step>.json``, written last by
 :func:`stadv_ref.experiments.pipeline.reproduce`.
 
+A marker is a sealed JSON file (:func:`stadv_ref._io.read_sealed_json`: ``format_version``
+:data:`MARKER_VERSION`, ``library_version``, ``sha256``) that also records the sha256 of every
+output of its step (:meth:`_Run.output_hashes`: the files of ``<out>/<step>/``, ``report.md``
+for ``report``, the cached networks for ``models``). :meth:`_Run.summary` and
+:meth:`_Run.outputs_intact` re-verify both: a marker that is damaged, changed, of another
+format or not a JSON object, or an output that is missing or changed, makes the step be
+recomputed, with a warning naming the file.
+
 ==============  ==========================================================================
 ``models``      train (or load) every network (appendix 6.8)
 ``fig2``        Theorem 1 and Algorithm 1 vs ``eps`` (Eqs. (6)-(8), [E8]; Fig. 2)
@@ -17,21 +25,25 @@ returns becomes the step's marker ``<out>/<step>/<step>.json``, written last by
 """
 from __future__ import annotations
 
-import json
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
-from .._io import atomic_savez
+from .._io import atomic_savez, read_npz, read_sealed_json, seal_arrays, sha256_file, unseal_arrays
 from ..data import load_mnist
-from ..training import load_or_train
+from ..training import load_or_train, model_path
 from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples
 
 
+MARKER_VERSION = 2
+"""``format_version`` of the step markers (1: no seal and no output hashes; recomputed)."""
+OUTPUT_VERSION = 1
+"""``format_version`` of the sealed ``.npz`` step outputs (``fig2/pairs.npz``)."""
+
+
 class _Run:
-    """Context of one reproduction run: output directory, settings, data and model access."""
+    """Context of one reproduction run: output directory, settings, data and model access, markers."""
 
     def __init__(self, out, cfg, data_dir, cache_dir, progress):
         self.out = Path(out)
@@ -40,16 +52,20 @@ class _Run:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "models"
         self.progress = progress
         self._test = None
+        self._warned = set()
 
     def dir(self, step):
         d = self.out / step
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def model(self, variant, hidden):
+    def _model_args(self, variant, hidden):
         cfg = self.cfg
-        return load_or_train(variant, cache_dir=self.cache_dir, n_train=cfg.n_train, hidden=hidden, seed=cfg.seed,
-                             epochs=cfg.epochs.get(variant), quick=cfg.mode == "quick", data_dir=self.data_dir,
+        return dict(cache_dir=self.cache_dir, n_train=cfg.n_train, hidden=hidden, seed=cfg.seed,
+                    epochs=cfg.epochs.get(variant), quick=cfg.mode == "quick")
+
+    def model(self, variant, hidden):
+        return load_or_train(variant, **self._model_args(variant, hidden), data_dir=self.data_dir,
                              progress=self.progress, with_metadata=True)
 
     def test_data(self, n):
@@ -61,13 +77,66 @@ class _Run:
     def marker(self, step):
         return self.out / step / f"{step}.json"
 
+    def warn(self, message):
+        """``warnings.warn(message)`` once per run."""
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, stacklevel=3)
+
     def summary(self, step):
-        """The marker of ``step`` (a dict with ``summary``, ``seconds``, ...), or ``None`` if unreadable."""
-        try:
-            with open(self.marker(step)) as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
+        """The verified marker of ``step`` (a dict with ``summary``, ``config``, ``outputs``, ...), or ``None``.
+
+        ``None`` when the marker is missing, or (with a warning naming it) when it cannot be
+        trusted: damaged, changed after it was written, another format, not a JSON object.
+        """
+        path = self.marker(step)
+        if not path.is_file():
             return None
+        try:
+            m = read_sealed_json(path, f"marker of step {step!r}", MARKER_VERSION)
+            for key in ("summary", "config", "outputs"):
+                if not isinstance(m.get(key), dict):
+                    raise ValueError(f"marker of step {step!r} {str(path)!r} has no {key!r} object")
+        except ValueError as exc:
+            self.warn(f"{exc}; the step is recomputed")
+            return None
+        return m
+
+    def output_files(self, step):
+        """The outputs of ``step``: the files of ``<out>/<step>/`` but its marker (and hidden files),
+        ``report.md`` for ``report``, the cached networks for ``models``."""
+        d, marker = self.out / step, self.marker(step)
+        files = sorted(p for p in d.iterdir() if p.is_file() and p != marker and not p.name.startswith(".")) \
+            if d.is_dir() else []
+        if step == "report":
+            files.append(self.out / "report.md")
+        if step == "models":
+            files += [model_path(v, **self._model_args(v, h)) for v, h in _models_needed(self.cfg)]
+        return files
+
+    def _where(self, path):
+        try:
+            return Path(path).relative_to(self.out).as_posix()
+        except ValueError:
+            return str(Path(path).resolve())
+
+    def output_hashes(self, step):
+        """``{path: sha256}`` of :meth:`output_files` (paths relative to ``out`` where inside it)."""
+        return {self._where(p): sha256_file(p) for p in self.output_files(step) if p.is_file()}
+
+    def outputs_intact(self, step, marker):
+        """Whether every output recorded in ``marker`` exists with its recorded sha256 (warns if not)."""
+        for where, digest in marker["outputs"].items():
+            path = self.out / where
+            if not path.is_file():
+                problem = "is missing"
+            elif sha256_file(path) != digest:
+                problem = "was changed or damaged after the step wrote it"
+            else:
+                continue
+            self.warn(f"output {str(path)!r} of step {step!r} {problem}; the step is recomputed")
+            return False
+        return True
 
 
 def _models_needed(cfg):
@@ -110,16 +179,18 @@ def step_fig2(run):
     fig_curves = {v: {k: ([c[k][i] for i in c["in_figure"]] if isinstance(c[k], list) and len(c[k]) == len(c["eps"])
                           else c[k]) for k in c} for v, c in curves.items()}
     plot_lower_bound(fig_curves, d / "fig2_lower_bound.png")
-    atomic_savez(d / "pairs.npz", **arrays)
+    atomic_savez(d / "pairs.npz", **seal_arrays(arrays, OUTPUT_VERSION))
     return {"curves": curves, "hidden": cfg.hidden_lower}
 
 
 def _fig2_data(run):
-    with open(run.marker("fig2")) as fh:
-        summary = json.load(fh)["summary"]
-    with np.load(run.out / "fig2" / "pairs.npz", allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    return summary, arrays
+    """``fig2``'s verified summary and pairs (``ValueError`` naming the file if either is damaged)."""
+    marker = run.summary("fig2")
+    if marker is None:
+        raise ValueError(f"the marker of step 'fig2' {str(run.marker('fig2'))!r} is missing or damaged; rerun fig2")
+    path = run.out / "fig2" / "pairs.npz"
+    arrays, _ = unseal_arrays(read_npz(path, "step output"), "step output", path, OUTPUT_VERSION)
+    return marker["summary"], arrays
 
 
 def step_fig3(run):
