@@ -103,8 +103,11 @@ class StadvObjective:
         a = np.asarray(a)
         if a.ndim == 0:
             a = np.full(N, a)
-        if a.shape != (N,) or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"{name} must be integer labels of shape ({N},), got shape {a.shape} dtype {a.dtype}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{name} must be integer labels, got dtype {a.dtype}")
+        if a.shape != (N,):
+            raise ValueError(f"{name} must hold one label per image of x: x has {N} images, "
+                             f"{name} has shape {a.shape}")
         if a.min() < 0 or a.max() >= K:
             raise ValueError(f"{name} must be in [0, {K})")
         return a.astype(np.int64)
@@ -196,41 +199,47 @@ def stadv_objective(net, x, y, flow, tau, **options):
 
 
 class _KernelObjective:
-    """The batched optimiser's objective: :class:`StadvObjective` through the backend kernels.
+    """The batched engine's objective: :class:`StadvObjective` through the backend kernels.
 
     Same objective, gradient and operation order as :meth:`StadvObjective.__call__`
-    (warp of Eq. (1), network, CW margin, ``L_flow``, warp VJP), but the
-    inputs are validated once (by :class:`StadvObjective`), the backend and the
-    network weights are fetched once, and the hidden pre-activations of the
-    forward pass are reused for the input gradient (two GEMMs per evaluation
-    instead of three). Images ``(N, 1, H, W)`` stay on the backend. Flows are flat,
-    ``(n, 2HW)``, as the batched L-BFGS of :mod:`.lbfgs` holds them.
+    (warp of Eq. (1), network, CW margin, ``L_flow``, warp VJP), but in the working
+    precision ``dtype`` (float32 or float64), with the inputs validated once (by
+    :class:`StadvObjective`), the backend and the network weights fetched once, the two
+    network passes as batched GEMMs (``Z = X W^T + b``, logits ``relu(Z) V^T + c``;
+    backward ``((w V) * [Z > 0]) W``, the pre-activations reused) and the warp and its
+    flow VJP through the backend's kernels. Images ``(N, 1, H, W)`` stay on the backend.
+    Flows are flat, ``(n, 2HW)``, as the engine (:mod:`.engine`) holds them.
     """
 
-    def __init__(self, obj):
+    def __init__(self, obj, dtype=np.float64):
         be = get_backend()
         net = obj.net
-        self.obj, self.be = obj, be
-        self.W, self.b, self.V, self.c = (be.asarray(np.ascontiguousarray(a, dtype=np.float64))
+        self.obj, self.be, self.dtype = obj, be, np.dtype(dtype)
+        self.W, self.b, self.V, self.c = (be.asarray(np.ascontiguousarray(a, dtype=self.dtype))
                                           for a in (net.W, net.b, net.V, net.c))
         N, _, H, W = obj.shape
         self.shape = obj.shape
-        self.x4 = be.asarray(np.ascontiguousarray(obj.x.reshape(N, 1, H, W)))
+        self.x4 = be.asarray(np.ascontiguousarray(obj.x.reshape(N, 1, H, W), dtype=self.dtype))
         self.N, self.H, self.Wd = N, H, W
 
     def __call__(self, flow, idx):
-        """``objective``, ``success`` and ``grad`` (n, 2HW) for flows ``(n, 2HW)`` of images ``idx``."""
+        """``objective`` (float64), ``success`` and ``grad`` (n, 2HW) for flows ``(n, 2HW)`` of images ``idx``."""
         be, obj = self.be, self.obj
         n = flow.shape[0]
         H, W = self.H, self.Wd
-        x4 = self.x4 if n == self.N and idx[0] == 0 and idx[-1] == n - 1 else self.x4[idx]
+        x4 = self.x4 if n == self.N else self.x4[idx]
         fl = be.asarray(flow.reshape(n, 2, H, W))
         xa = be.warp(x4, fl, obj.warp_padding)
-        Z, logits = be.net_forward(self.W, self.b, self.V, self.c, xa.reshape(n, H * W))
+        Z = xa.reshape(n, H * W) @ self.W.T
+        Z += self.b
+        logits = be.xp.maximum(Z, 0) @ self.V.T
+        logits += self.c
         ladv, weights, success = obj.margin_terms(np.asarray(be.to_numpy(logits)), idx)
-        lf, gf = be.stadv_flow_loss(fl, obj.flow_eps, obj.neighborhood, obj.flow_padding)
-        G = (be.asarray(weights) @ self.V) * (Z > 0)        # ReLU derivative 0 at 0, as net_input_grad
+        G = be.asarray(weights) @ self.V
+        G *= Z > 0                                           # ReLU derivative 0 at 0, as net_input_grad
         gx = (G @ self.W).reshape(n, 1, H, W)
         g = np.asarray(be.to_numpy(be.warp_vjp_flow(x4, fl, gx, obj.warp_padding))).reshape(n, -1)
+        lf, gf = be.stadv_flow_loss(fl, obj.flow_eps, obj.neighborhood, obj.flow_padding)
         g += obj.tau * np.asarray(be.to_numpy(gf)).reshape(n, -1)
-        return {"objective": ladv + obj.tau * np.asarray(be.to_numpy(lf)), "success": success, "grad": g}
+        value = ladv.astype(np.float64) + obj.tau * np.asarray(be.to_numpy(lf), dtype=np.float64)
+        return {"objective": value, "success": success, "grad": g}

@@ -13,9 +13,10 @@ Two optimisers (:mod:`.lbfgs`) minimise the same objective:
 
 * ``method="lbfgs-b"`` -- the reference: :func:`scipy.optimize.minimize`
   (``method="L-BFGS-B"``, unbounded) per image, as in stAdv;
-* ``method="batched"`` (default) -- one vectorised objective/gradient for the
-  whole batch and a per-example L-BFGS (two-loop recursion, per-example
-  backtracking Armijo line search) in NumPy.
+* ``method="batched"`` (default) -- the batched engine (:mod:`.engine`): a per-image
+  L-BFGS (own curvature pairs, line search and stopping tests per image) for the whole
+  batch at once, one batched objective evaluation per round, converged images dropping
+  out; float32 by default (``dtype=``).
 
 Both return, per image, the successful point with the smallest objective among
 all points they evaluated, if any (so an optimiser that oscillates across the
@@ -32,9 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validate import check_choice, check_positive_int
+from ..backend import current_backend_name
 from ..operators import smoothness_norm
 from ..smoothness import flow_tv
-from .lbfgs import _batched_lbfgs, _reference_lbfgsb
+from .engine import default_workers, run_chunks
+from .lbfgs import _reference_lbfgsb
 from .objective import STADV_CODE_OPTIONS, StadvObjective, _KernelObjective, _np, stadv_objective
 
 __all__ = [
@@ -47,6 +50,20 @@ __all__ = [
 ]
 
 METHODS = ("batched", "lbfgs-b")
+DTYPES = ("float32", "float64")
+
+
+def _check_dtype(dtype):
+    """The engine's working precision: float32 or float64 (a name, numpy type or dtype)."""
+    if dtype is None:
+        raise TypeError("dtype must be float32 or float64, got None")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt.name not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dt.name}")
+    return dt
 
 
 @dataclass
@@ -98,8 +115,8 @@ class StadvResult:
 
 
 def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", max_iter=200, memory=10,
-                 batch_size=500, neighborhood="4", flow_padding="zeros", warp_padding="zeros",
-                 flow_eps=1e-8, progress=True):
+                 batch_size=250, neighborhood="4", flow_padding="zeros", warp_padding="zeros",
+                 flow_eps=1e-8, progress=True, dtype="float32", workers=None):
     """stAdv attack (Xiao et al. 2018): minimise ``L_adv + tau * L_flow`` over an untied flow.
 
     Parameters
@@ -117,15 +134,16 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
     kappa : float
         CW confidence (``L_adv`` is clipped below at ``-kappa``).
     method : {"batched", "lbfgs-b"}
-        ``"batched"``: one vectorised objective and a per-example L-BFGS for all
-        images of a chunk; ``"lbfgs-b"``: the reference, ``scipy.optimize.minimize
-        (method="L-BFGS-B")`` image by image.
+        ``"batched"``: the batched engine (:mod:`.engine`), a per-image L-BFGS for all
+        images of a chunk at once; ``"lbfgs-b"``: the reference, ``scipy.optimize.minimize
+        (method="L-BFGS-B")`` image by image (float64).
     max_iter : int
         L-BFGS iterations per image (both methods).
     memory : int
         L-BFGS memory (scipy's ``maxcor``).
     batch_size : int
-        Chunk size of the batched method (bounds memory: ``2 memory batch_size 2HW`` floats).
+        Chunk size of the batched method (bounds memory: ``2 memory batch_size 2HW`` floats);
+        the results depend on it only through rounding (BLAS's kernels for small products).
     neighborhood : {"4", "diagonal", "8"}
     flow_padding : {"zeros", "symmetric"}
     warp_padding : {"zeros", "border"}
@@ -135,6 +153,13 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
         The ``1e-8`` under each square root of ``L_flow``.
     progress : bool
         tqdm progress bar.
+    dtype : {"float32", "float64"}
+        Working precision of the batched engine (the reference always works in float64).
+        The returned objective values are re-evaluated in float64 at the returned flows.
+    workers : int, optional
+        Chunks the batched method runs at once, each in its own thread with single-threaded
+        BLAS (default: the CPU cores this process may use; 1 on the cupy backend). The
+        results do not depend on it.
 
     Returns
     -------
@@ -152,19 +177,22 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
     max_iter = check_positive_int("max_iter", max_iter)
     memory = check_positive_int("memory", memory)
     batch_size = check_positive_int("batch_size", batch_size)
+    dt = _check_dtype(dtype)
+    if workers is None:
+        workers = 1 if current_backend_name() == "cupy" else default_workers()
+    workers = check_positive_int("workers", workers)
+    plan = {}
     N, _, H, W = obj.shape
     if method == "lbfgs-b":
         flow, n_iter, n_eval = _reference_lbfgsb(obj, max_iter, memory, progress)
     else:
-        flow = np.zeros(obj.shape)
-        n_iter = np.zeros(N, dtype=np.int64)
-        n_eval = np.zeros(N, dtype=np.int64)
-        chunks = range(0, N, batch_size)
-        for start in chunks:
-            sl = slice(start, min(start + batch_size, N))
+        def chunk_objective(sl):
             sub = StadvObjective(net, obj.x[sl], obj.y[sl], tau,
                                  **{**opts, "target": None if obj.target is None else obj.target[sl]})
-            flow[sl], n_iter[sl], n_eval[sl] = _batched_lbfgs(_KernelObjective(sub), max_iter, memory, progress)
+            return _KernelObjective(sub, dt)
+
+        flow, n_iter, n_eval, plan = run_chunks(chunk_objective, N, batch_size, workers, max_iter, memory,
+                                                progress)
     final = obj(flow, need_grad=False)
     return StadvResult(
         x_adv=final["x_adv"].reshape(N, H, W),
@@ -180,6 +208,7 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
         n_eval=n_eval,
         tau=obj.tau,
         method=method,
-        options={k: v for k, v in opts.items() if k != "target"} | {"max_iter": max_iter, "memory": memory,
-                                                                      "targeted": target is not None},
+        options={k: v for k, v in opts.items() if k != "target"} | {
+            "max_iter": max_iter, "memory": memory, "targeted": target is not None,
+            "dtype": "float64" if method == "lbfgs-b" else dt.name} | plan,
     )

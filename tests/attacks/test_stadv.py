@@ -132,11 +132,14 @@ def test_batched_and_per_image_agree(setup):
 
 
 def test_tau_controls_flow_size(setup):
+    """A large tau keeps the flow near zero where the attack fails (a success is reported as found)."""
     net, X, y = setup
     small = stadv_attack(net, X, y, 0.001, max_iter=60, progress=False)
     large = stadv_attack(net, X, y, 1.0, max_iter=60, progress=False)
-    assert large.flow_loss.mean() < small.flow_loss.mean()
     assert large.success.sum() <= small.success.sum()
+    fail = ~large.success
+    assert fail.any()
+    assert np.all(large.flow_loss[fail] < small.flow_loss[fail])
 
 
 def test_attack_runs_on_backend(setup, backend):

@@ -1,0 +1,193 @@
+r"""The batched stAdv engine: a per-image L-BFGS for a whole batch at once.
+
+It minimises, for every image of a batch, the stAdv objective ``L_adv + tau L_flow``
+(Xiao et al. 2018; :mod:`.objective`, over the warp of Eq. (1)) with an L-BFGS whose state
+is the image's own -- curvature pairs, line search, stopping tests -- while the expensive
+part, the objective and its gradient, is evaluated for all running images in one call:
+
+* each *round* evaluates every running image once, at its current trial point
+  (:class:`~.objective._KernelObjective`: the network passes as two batched GEMMs through
+  BLAS, the warp, its flow VJP and ``L_flow`` through the backend's kernels);
+* :func:`~.lbfgs_round.lbfgs_round` then moves each image's state machine on by that one
+  evaluation (accept and take the next L-BFGS direction, or backtrack, or stop), in
+  parallel over the images (Numba, when installed);
+* images that stop (converged, ``max_iter`` iterations, failed line search) drop out of the
+  batch, so the work of a round is proportional to the images still running.
+
+Threads. The batch is cut into chunks of ``batch_size`` images (fixed by ``batch_size`` alone)
+and :func:`run_chunks` runs one engine per chunk on a pool of ``workers`` Python threads, each
+engine single-threaded: BLAS limited to one thread (``threadpoolctl``) and Numba's kernels to
+``cores // workers`` threads in each worker (Numba's thread count is per thread). The kernels
+release the GIL, so the workers use the cores in parallel, and no two thread pools ever
+compete for them (issue #20: a Numba pool and a BLAS pool, each sized to the machine, made
+stAdv 4-8x slower on 2 cores), nor does a worker wait at a barrier for a core another
+process holds. A chunk's numbers do not depend on the worker or thread counts.
+
+The engine works in ``dtype`` (float32 by default in :func:`~.stadv.stadv_attack`); its
+results are deterministic for the same inputs and ``batch_size``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from .lbfgs import _Best
+from .lbfgs_round import RUNNING, round_kernel
+
+__all__ = ["batched_lbfgs", "run_chunks", "default_workers"]
+
+
+def default_workers():
+    """The CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _numba_threads(n):
+    """Numba's thread count for this thread inside the block (a no-op without Numba)."""
+    if "numba" not in sys.modules:
+        yield
+        return
+    import numba
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _concurrent_launches_ok():
+    """Whether Numba's parallel kernels may run from several threads at once (not with "workqueue")."""
+    if "numba" not in sys.modules:
+        return True
+    import numba
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return numba.config.THREADING_LAYER not in ("workqueue",)
+
+
+def run_chunks(make_objective, N, batch_size, workers, max_iter, memory, progress, **options):
+    """Run :func:`batched_lbfgs` on the chunks ``[0, batch_size), ...`` of ``N`` images.
+
+    Parameters
+    ----------
+    make_objective : callable
+        ``make_objective(slice)`` returns the :class:`~.objective._KernelObjective` of a chunk
+        (called in the calling thread: the objective binds the backend selected there).
+    N, batch_size : int
+    workers : int
+        Chunks run at once (Python threads); 1 runs them one after the other.
+    max_iter, memory, progress, **options
+        As in :func:`batched_lbfgs` (``progress``: one bar over the images).
+
+    Returns
+    -------
+    flow : ndarray of float64, shape (N, 2, H, W)
+    n_iter, n_eval : ndarray of int64, shape (N,)
+    plan : dict
+        ``workers``, ``blas_threads`` and ``numba_threads`` (per worker) used.
+    """
+    chunks = [slice(s, min(s + batch_size, N)) for s in range(0, N, batch_size)]
+    round_kernel(options.get("compiled", True))
+    workers = max(1, min(int(workers), len(chunks)))
+    if workers > 1 and not _concurrent_launches_ok():
+        workers = 1
+    numba_threads = max(1, default_workers() // workers)
+    plan = {"workers": workers, "blas_threads": 1, "numba_threads": numba_threads}
+    bar = tqdm(total=N, desc="stAdv batched L-BFGS", unit="img", disable=not progress, leave=False)
+
+    def job(fobj):
+        with _numba_threads(numba_threads):
+            out = batched_lbfgs(fobj, max_iter, memory, False, **options)
+        bar.update(fobj.shape[0])
+        return out
+
+    objectives = [make_objective(sl) for sl in chunks]
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            results = [job(fobj) for fobj in objectives]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(job, objectives))
+    bar.close()
+    flow = np.concatenate([r[0] for r in results]).astype(np.float64)
+    n_iter = np.concatenate([r[1] for r in results])
+    n_eval = np.concatenate([r[2] for r in results])
+    return flow, n_iter, n_eval, plan
+
+
+def batched_lbfgs(fobj, max_iter, memory, progress, *, gtol=1e-5, ftol=2.2e-9, max_ls=20, c1=1e-4,
+                  compiled=True):
+    """Per-image L-BFGS for the whole batch of ``fobj`` (see the module docstring).
+
+    Parameters
+    ----------
+    fobj : _KernelObjective
+        ``fobj(flow (n, 2HW), idx)`` returns ``objective``, ``grad`` and ``success`` for
+        images ``idx``; ``fobj.shape = (N, 2, H, W)``, ``fobj.dtype`` the working precision.
+    max_iter : int
+        Accepted L-BFGS steps per image at most.
+    memory : int
+        Curvature pairs kept per image (scipy's ``maxcor``).
+    progress : bool
+        tqdm bar over the rounds.
+    gtol, ftol : float
+        Stopping tests of scipy's L-BFGS-B (``pgtol``; ``factr * eps``).
+    max_ls : int
+        Line-search trials per iteration at most.
+    c1 : float
+        Armijo constant.
+    compiled : bool
+        Use the Numba kernel when Numba is installed.
+
+    Returns
+    -------
+    flow : ndarray, shape (N, 2, H, W)
+        Per image the best successful evaluated flow if any, else the last iterate.
+    n_iter, n_eval : ndarray of int64, shape (N,)
+    """
+    N, _, H, W = fobj.shape
+    D = 2 * H * W
+    dt = fobj.dtype
+    kernel = round_kernel(compiled)
+    best = _Best(N, (2, H, W), dt)
+    x, g, d = (np.zeros((N, D), dtype=dt) for _ in range(3))
+    S = np.zeros((N, memory, D), dtype=dt)
+    Y = np.zeros((N, memory, D), dtype=dt)
+    rho = np.zeros((N, memory))
+    f, gamma, step, gd = np.zeros(N), np.ones(N), np.ones(N), np.zeros(N)
+    head, cnt, n_ls, n_iter, n_eval = (np.zeros(N, dtype=np.int64) for _ in range(5))
+    started = np.zeros(N, dtype=bool)
+    act = np.arange(N, dtype=np.int64)
+    xt = np.zeros((N, D), dtype=dt)
+    status = np.zeros(N, dtype=np.int64)
+    settings = (int(max_iter), float(gtol), float(ftol), int(max_ls), float(c1))
+    bar = tqdm(desc="stAdv batched L-BFGS", unit="round", disable=not progress, leave=False)
+    while act.size:
+        out = fobj(xt, act)
+        n_eval[act] += 1
+        best.update(act, xt.reshape(-1, 2, H, W), out)
+        gt = np.ascontiguousarray(out["grad"], dtype=dt)
+        ft = np.ascontiguousarray(out["objective"], dtype=np.float64)
+        st = status[:act.size]
+        kernel(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
+               started, st, *settings)
+        keep = st == RUNNING
+        if not keep.all():
+            act, xt = act[keep], np.ascontiguousarray(xt[keep])
+        bar.update()
+        bar.set_postfix(running=int(act.size), success=f"{best.ok.mean():.3f}", refresh=False)
+    bar.close()
+    return best.result(x.reshape(N, 2, H, W)), n_iter, n_eval

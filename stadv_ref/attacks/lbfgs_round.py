@@ -1,0 +1,298 @@
+r"""One round of the batched L-BFGS engine: every running image advances by one evaluation.
+
+The engine (:mod:`.engine`) keeps, per image ``k``, its own L-BFGS state -- iterate ``x[k]``,
+value ``f[k]``, gradient ``g[k]``, search direction ``d[k]``, step, a ring of up to ``m``
+curvature pairs ``S[k], Y[k]`` (``(m, D)``, the image's own write position and count) --
+and evaluates the objective of all running images at their trial points ``x[k] + step[k] d[k]``
+in one batched call. :func:`lbfgs_round` then moves each image's state machine on by that one
+evaluation:
+
+* the first evaluation (at the zero flow) sets ``f, g`` and the first direction ``-g`` with
+  scipy's first step ``1 / ||g||``;
+* a line-search trial that meets the Armijo condition ``f_t <= f + c1 step g^T d`` is
+  accepted: the pair ``s = x_t - x``, ``y = g_t - g`` is stored when ``s^T y > eps y^T y``
+  (else skipped, as in L-BFGS-B), the stopping tests of scipy's L-BFGS-B are applied
+  (``max |g| <= gtol``, relative decrease ``<= ftol``, ``max_iter`` iterations) and the next
+  direction is the two-loop recursion ``-H g`` (Nocedal & Wright, Alg. 7.4; ``H_0 = gamma I``,
+  ``gamma = s^T y / y^T y`` of the newest pair) with step 1; a direction that does not descend
+  restarts from ``-g`` with an empty memory;
+* a rejected trial backtracks: the minimiser of the quadratic through ``f, g^T d`` and ``f_t``,
+  kept in ``[0.1, 0.5]`` times the step; after ``max_ls`` rejections the image stops.
+
+So no image ever waits for another: every call evaluates each running image exactly once and
+the images whose state machine stops drop out of the batch (:mod:`.engine` compacts it).
+
+:func:`lbfgs_round` is plain Python over NumPy; :func:`round_kernel` returns it compiled by
+Numba (``parallel=True``, images spread over Numba's threads, the vector loops of
+:func:`_dot`/:func:`_axpy` vectorised) when Numba is installed, else the Python function
+itself -- one source for both.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+__all__ = ["lbfgs_round", "round_kernel", "RUNNING", "CONVERGED", "MAX_ITER", "LINE_SEARCH_FAILED"]
+
+RUNNING, CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2, 3
+"""Per-image status after a round (``status[k]``)."""
+
+# ---------------------------------------------------------------------------
+# vector helpers: NumPy here, SIMD loops in the compiled kernel (_LOOPS)
+# ---------------------------------------------------------------------------
+def _dot(a, b):
+    """``a . b`` of two 1-D arrays (a float)."""
+    return float(np.dot(a, b))
+
+
+def _axpy(alpha, x, y):
+    """In place ``y += alpha x``."""
+    y += alpha * x
+
+
+def _axpy_dot(alpha, x, q, z):
+    """In place ``q += alpha x``, then ``z . q`` (one pass)."""
+    q += alpha * x
+    return float(np.dot(z, q))
+
+
+def _scale_dot(c, q, z):
+    """In place ``q *= c``, then ``z . q`` (one pass)."""
+    q *= c
+    return float(np.dot(z, q))
+
+
+def _pair_dots(xt, x, gt, g):
+    """``(s^T y, y^T y, max |gt|)`` for ``s = xt - x``, ``y = gt - g`` (one pass, nothing stored)."""
+    s = xt - x
+    y = gt - g
+    return float(np.dot(s, y)), float(np.dot(y, y)), float(np.max(np.abs(gt)))
+
+
+def _direction(k, g, d, S, Y, rho, head, cnt, gamma, alphas):
+    """``d[k] = -H g[k]`` (two-loop recursion, image ``k``'s pairs newest first); returns ``g^T d``.
+
+    The dot product each update of ``q`` is followed by is taken in the same pass.
+    """
+    m = S.shape[1]
+    c = cnt[k]
+    q = d[k]
+    q[:] = g[k]
+    r = _dot(S[k, (head[k] - 1) % m], q)
+    for j in range(c):
+        sl = (head[k] - 1 - j) % m
+        a = rho[k, sl] * r
+        alphas[j] = a
+        if j + 1 < c:
+            r = _axpy_dot(-a, Y[k, sl], q, S[k, (sl - 1) % m])
+        else:
+            _axpy(-a, Y[k, sl], q)
+    r = _scale_dot(gamma[k], q, Y[k, (head[k] - c) % m])
+    for j in range(c - 1, -1, -1):
+        sl = (head[k] - 1 - j) % m
+        b = rho[k, sl] * r
+        if j > 0:
+            r = _axpy_dot(alphas[j] - b, S[k, sl], q, Y[k, (sl + 1) % m])
+        else:
+            _axpy(alphas[j] - b, S[k, sl], q)
+    return _scale_dot(-1.0, q, g[k])
+
+
+def _steepest(k, g, d, cnt, step, gd):
+    """Restart image ``k`` from ``-g`` with scipy's first step ``1 / ||g||`` and an empty memory."""
+    d[k] = g[k]
+    gg = _scale_dot(-1.0, d[k], d[k])
+    gd[k] = -gg
+    step[k] = 1.0 / max(np.sqrt(gg), 1e-12)
+    cnt[k] = 0
+
+
+def lbfgs_round(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
+                started, status, max_iter, gtol, ftol, max_ls, c1):
+    """Advance the images ``act`` by the evaluation ``ft, gt`` at their trial points ``xt``.
+
+    Parameters
+    ----------
+    act : ndarray of int64, shape (n,)
+        The running images (row ``i`` of ``xt, ft, gt`` belongs to image ``act[i]``).
+    xt : ndarray, shape (n, D)
+        In: the evaluated trial points. Out: the next trial points (rows of stopped images unused).
+    ft : ndarray of float64, shape (n,)
+    gt : ndarray, shape (n, D)
+        Objective values and gradients at ``xt``.
+    x, g, d : ndarray, shape (N, D)
+        Per image: iterate, gradient at it, search direction.
+    f, gamma, step, gd : ndarray of float64, shape (N,)
+        Value at ``x``, initial inverse-Hessian scaling, current step, ``g^T d``.
+    S, Y : ndarray, shape (N, m, D); rho : ndarray of float64, shape (N, m)
+        Curvature-pair rings, ``rho = 1 / s^T y``.
+    head, cnt, n_ls, n_iter : ndarray of int64, shape (N,)
+        Ring write position, stored pairs, trials of the current line search, accepted steps.
+    started : ndarray of bool, shape (N,)
+        Whether the image has its first evaluation.
+    status : ndarray of int64, shape (n,)
+        Out: :data:`RUNNING` or why the image stopped.
+    max_iter, gtol, ftol, max_ls, c1
+        Stopping and line-search settings (see :mod:`.engine`).
+    """
+    for i in range(act.shape[0]):
+        _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
+                    started, status, max_iter, gtol, ftol, max_ls, c1)
+
+
+def _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
+                started, status, max_iter, gtol, ftol, max_ls, c1):
+    """One image's part of :func:`lbfgs_round` (row ``i``, image ``act[i]``)."""
+    m = S.shape[1]
+    k = act[i]
+    alphas = np.empty(m)
+    st = RUNNING
+    if not started[k]:
+        started[k] = True
+        x[k] = xt[i]
+        f[k] = ft[i]
+        g[k] = gt[i]
+        if np.max(np.abs(g[k])) <= gtol:
+            st = CONVERGED
+        else:
+            _steepest(k, g, d, cnt, step, gd)
+    elif ft[i] <= f[k] + c1 * step[k] * gd[k]:          # Armijo: accept the trial point
+        sy, yy, gmax = _pair_dots(xt[i], x[k], gt[i], g[k])
+        if sy > 2.2e-16 * yy:
+            h = head[k]
+            S[k, h] = xt[i]
+            _axpy(-1.0, x[k], S[k, h])
+            Y[k, h] = gt[i]
+            _axpy(-1.0, g[k], Y[k, h])
+            rho[k, h] = 1.0 / sy
+            gamma[k] = sy / yy
+            head[k] = (h + 1) % m
+            cnt[k] = min(cnt[k] + 1, m)
+        f_old = f[k]
+        x[k] = xt[i]
+        f[k] = ft[i]
+        g[k] = gt[i]
+        n_iter[k] += 1
+        n_ls[k] = 0
+        if gmax <= gtol:
+            st = CONVERGED
+        elif (f_old - f[k]) <= ftol * max(abs(f_old), abs(f[k]), 1.0):
+            st = CONVERGED
+        elif n_iter[k] >= max_iter:
+            st = MAX_ITER
+        else:
+            if cnt[k] > 0:
+                gd[k] = _direction(k, g, d, S, Y, rho, head, cnt, gamma, alphas)
+                step[k] = 1.0
+            if cnt[k] == 0 or not gd[k] < 0:
+                _steepest(k, g, d, cnt, step, gd)
+    else:                                               # reject: backtrack
+        n_ls[k] += 1
+        if n_ls[k] >= max_ls:
+            st = LINE_SEARCH_FAILED
+        else:
+            a = step[k]
+            curv = ft[i] - f[k] - gd[k] * a
+            new = -gd[k] * a * a / (2.0 * curv) if curv > 0 else 0.5 * a
+            step[k] = min(max(new, 0.1 * a), 0.5 * a)
+    status[i] = st
+    if st == RUNNING:
+        xt[i] = x[k]
+        _axpy(step[k], d[k], xt[i])
+
+
+# ---------------------------------------------------------------------------
+# the compiled kernel (Numba, optional)
+# ---------------------------------------------------------------------------
+def _loop_dot(a, b):
+    s = 0.0
+    for t in range(a.shape[0]):
+        s += a[t] * b[t]
+    return s
+
+
+def _loop_axpy(alpha, x, y):
+    a = y.dtype.type(alpha)
+    for t in range(x.shape[0]):
+        y[t] += a * x[t]
+
+
+def _loop_axpy_dot(alpha, x, q, z):
+    a = q.dtype.type(alpha)
+    s = 0.0
+    for t in range(x.shape[0]):
+        v = q[t] + a * x[t]
+        q[t] = v
+        s += z[t] * v
+    return s
+
+
+def _loop_scale_dot(c, q, z):
+    a = q.dtype.type(c)
+    s = 0.0
+    for t in range(q.shape[0]):
+        v = q[t] * a
+        q[t] = v
+        s += z[t] * v
+    return s
+
+
+def _loop_pair_dots(xt, x, gt, g):
+    sy = 0.0
+    yy = 0.0
+    gmax = 0.0
+    for t in range(xt.shape[0]):
+        s = xt[t] - x[t]
+        y = gt[t] - g[t]
+        sy += s * y
+        yy += y * y
+        gmax = max(gmax, abs(gt[t]))
+    return sy, yy, gmax
+
+
+_LOOPS = {_dot: _loop_dot, _axpy: _loop_axpy, _axpy_dot: _loop_axpy_dot, _scale_dot: _loop_scale_dot,
+          _pair_dots: _loop_pair_dots}
+"""The compiled kernel's loop for each vector helper (same result up to rounding)."""
+
+
+def _returns(impl):
+    """An overload typing function (same parameters as ``impl``) that returns ``impl``."""
+    def typer(*args):
+        return impl
+    typer.__signature__ = inspect.signature(impl)
+    return typer
+
+
+@functools.lru_cache(maxsize=2)
+def round_kernel(compiled=True):
+    """:func:`lbfgs_round`, compiled by Numba when ``compiled`` and Numba is installed.
+
+    The compiled kernel (cached on disk) runs the images of a round in parallel on Numba's
+    threads, the vector loops of :func:`_dot` and :func:`_axpy` as SIMD loops; each image is
+    handled by one thread, so its results do not depend on the number of threads. Without
+    Numba (or ``compiled=False``) this is :func:`lbfgs_round` itself.
+    """
+    if not compiled:
+        return lbfgs_round
+    try:
+        import numba
+        from numba.extending import overload, register_jitable
+    except ImportError:
+        return lbfgs_round
+    fast = dict(fastmath={"reassoc", "contract"})
+    for helper, loop in _LOOPS.items():
+        overload(helper, jit_options=fast)(_returns(loop))
+    for fn in (_steepest, _direction, _image_step):
+        register_jitable(fn)
+    prange_ = numba.prange
+
+    @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    def compiled_round(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
+                       started, status, max_iter, gtol, ftol, max_ls, c1):
+        for i in prange_(act.shape[0]):
+            _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
+                        started, status, max_iter, gtol, ftol, max_ls, c1)
+
+    return compiled_round
