@@ -72,6 +72,7 @@ _LAZY = {
     "solve_sdp": "upper_bounds",
     "certify": "upper_bounds",
     "CertificationResult": "upper_bounds",
+    "local_pair_bounds": "upper_bounds",
     "stadv_attack": "attacks",
     "flow_pgd_attack": "attacks",
     "train": "training",

@@ -32,7 +32,9 @@ from .sdp_dual import (
     lambda_max_upper,
     default_rank,
 )
+from .local import local_pair_bounds, ellipsoid_max
 from .certification import (
+    CERTIFY_METHODS,
     CertificationResult,
     certify,
     pair_bounds_cached,
@@ -40,4 +42,4 @@ from .certification import (
 )
 from ..network import LinearClassifier
 
-__all__ = ["UpperBoundResult", "upper_bound", "class_pair_bounds", "METHODS", "SOUND_METHODS", "input_constant", "SDPResult", "solve_sdp", "solve_ellipsoid_sdp", "bipartite_matrix", "dual_bound", "dual_bound_and_grad", "sdp_dual_gradient", "DualGradient", "sdp_primal_lower", "lambda_max_upper", "default_rank", "CertificationResult", "certify", "pair_bounds_cached", "clear_bound_cache", "LinearClassifier"]
+__all__ = ["UpperBoundResult", "upper_bound", "class_pair_bounds", "METHODS", "SOUND_METHODS", "input_constant", "SDPResult", "solve_sdp", "solve_ellipsoid_sdp", "bipartite_matrix", "dual_bound", "dual_bound_and_grad", "sdp_dual_gradient", "DualGradient", "sdp_primal_lower", "lambda_max_upper", "default_rank", "local_pair_bounds", "ellipsoid_max", "CERTIFY_METHODS", "CertificationResult", "certify", "pair_bounds_cached", "clear_bound_cache", "LinearClassifier"]

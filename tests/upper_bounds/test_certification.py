@@ -230,3 +230,40 @@ def test_certified_examples_survive_the_border_attack():
                 margin = res.margins[n, i]
                 assert att.value < margin, (n, i, tied, att.value, margin)
                 assert att.value <= eps * res.required[n, i] * (1 + 1e-9)
+
+
+# -- issue #21: certify(method="local") -----------------------------------------------
+def test_certify_local_matches_local_pair_bounds_and_beats_global():
+    """``certify(method="local")`` certifies exactly where every per-image bound is < 0,
+    certifies everything a global bound certifies here, and survives the attack."""
+    net, X, y = _net_and_data(seed=6, N=25)
+    y = net.predict(X)  # correctly classified points
+    for eps in (0.05, 0.3):
+        res = certify(net, X, y, eps, method="local", progress=False)
+        B = stadv_ref.local_pair_bounds(net, X, y, eps)
+        np.testing.assert_array_equal(res.certified, np.all(B < 0, axis=1))
+        np.testing.assert_array_equal(res.bounds, B)
+        glob = certify(net, X, y, eps, method="spectral", progress=False)
+        assert res.certified.sum() >= glob.certified.sum()
+        for n in np.flatnonzero(res.certified)[:2]:
+            for i in range(net.n_classes):
+                if i != y[n]:
+                    att = flow_pgd_attack(net, eps, classes=(i, int(y[n])), x=X[n], restarts=6, steps=60)
+                    assert att.value < res.margins[n, i]
+    several = certify(net, X, y, [0.05, 0.3], method="local", flow="untied", progress=False)
+    assert several.certified.shape == (2, 25) and several.bounds.shape == (2, 25, net.n_classes)
+    assert several.loss_01[0] <= several.loss_01[1]
+    with pytest.raises(ValueError, match="certified_radius"):
+        several.certified_radius
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "spectral", "flow": "untied"}, "needs method='local'"),
+    ({"method": "local", "flow": "diagonal"}, "flow must be one of"),
+    ({"method": "local", "tightness": "loose"}, "tightness must be one of"),
+    ({"method": "sdp", "tightness": "tight"}, "tightness is an option"),
+])
+def test_certify_local_options_are_checked(kwargs, match):
+    net, X, y = _net_and_data(seed=7, N=4)
+    with pytest.raises(ValueError, match=match):
+        certify(net, X, y, 0.1, progress=False, **kwargs)
