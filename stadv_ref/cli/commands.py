@@ -25,7 +25,7 @@ from ..experiments.plots import (plot_attack, plot_certify, plot_convergence, pl
 from ..lower_bounds import LABELS
 from ..onnx_import import import_onnx
 from ..training import QUICK_EPOCHS, VARIANTS, train
-from ..training.checkpoint import data_fingerprint
+from ..training.checkpoint import blas_threads, data_fingerprint
 from ..upper_bounds import class_pair_bounds, upper_bound
 from ._common import (OUTPUT_VERSION, CLIError, _labelled_data, _model_and_out, _out_dir, _progress, _say,
                       _write_json, load_data, load_model)
@@ -55,6 +55,7 @@ def cmd_train(args):
     summary = {"variant": args.variant, "data": source, "data_sha256": data_fingerprint(X, y),
                "n_train": int(len(y)), "seconds": round(secs, 2),
                "train_accuracy": float((net.predict(X) == y).mean()), "settings": res.settings,
+               "blas_threads": blas_threads(),
                "history": {k: np.asarray(v).tolist() for k, v in res.history.items()}}
     if args.test_data or not args.data:
         targs = argparse.Namespace(data=args.test_data, data_dir=args.data_dir, split="test", n=args.test_n, offset=0)

@@ -6,7 +6,9 @@ parameter with its two optimiser moments (``p_``, ``m_``, ``v_``), the variant s
 (``s_``: warm-start vectors, the ``at`` pool), the history (``h_``) and the seal of
 :mod:`stadv_ref._io` (``format_version``, ``library_version``, ``sha256`` of the rest).
 It is written atomically. Resuming from it gives the same model as an uninterrupted run
-(bit for bit on the same machine).
+(bit for bit on the same machine with the same number of BLAS threads: the checkpoint
+records :func:`blas_threads`, and resuming with another count warns, since every matrix
+product's last bits depend on how BLAS splits it).
 
 Resuming refuses (:class:`CheckpointMismatch`, a ``ValueError`` naming the file) a
 checkpoint that is damaged or of another format, written by another library version, with
@@ -18,12 +20,14 @@ an ``epoch`` beyond ``epochs``): resuming from it would silently give another mo
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from .._io import atomic_savez, library_version, read_npz, seal_arrays, sha256_arrays, unseal_arrays
 
-__all__ = ["CheckpointMismatch", "data_fingerprint", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointMismatch", "data_fingerprint", "blas_threads", "save_checkpoint", "load_checkpoint"]
 
 _CKPT_VERSION = 2
 _ADVICE = "use another checkpoint path or resume=False ('stadv train --restart')"
@@ -44,6 +48,16 @@ def data_fingerprint(X, y):
     return sha256_arrays({"X": X, "y": np.ascontiguousarray(np.asarray(y, dtype=np.int64))})
 
 
+def blas_threads():
+    """``[[library, threads], ...]`` of the BLAS libraries loaded (e.g. ``[["openblas", 2]]``).
+
+    Results are bit-identical only for the same count: OpenBLAS splits products differently
+    with 1 and 2 threads (the last bits differ, and training amplifies them).
+    """
+    found = {(d.get("internal_api"), d.get("num_threads")) for d in threadpool_info() if d.get("user_api") == "blas"}
+    return [list(t) for t in sorted(found, key=str)]
+
+
 def _fingerprint_of(tr):
     """:func:`data_fingerprint` of the trainer's data, computed once per trainer."""
     fp = getattr(tr, "_data_sha256", None)
@@ -57,6 +71,7 @@ def save_checkpoint(tr, path):
     arrays = {
         "settings": np.asarray(json.dumps(tr.s, sort_keys=True)),
         "data_sha256": np.asarray(_fingerprint_of(tr)),
+        "blas_threads": np.asarray(json.dumps(blas_threads())),
         "rng_state": np.asarray(json.dumps(tr.rng.bit_generator.state)),
         "t": np.int64(tr.t),
         "epoch": np.int64(tr.epoch),
@@ -111,7 +126,7 @@ def _check(tr, data, name):
     hist = {k[2:] for k in data if k.startswith("h_")}
     if hist != set(tr.history) or any(data["h_" + k].shape != (epoch,) for k in hist):
         raise ValueError(f"its history is not {sorted(tr.history)} over {epoch} epoch(s)")
-    known = {"settings", "data_sha256", "rng_state", "epoch", "t"}
+    known = {"settings", "data_sha256", "blas_threads", "rng_state", "epoch", "t"}
     extra = sorted(k for k in data if k not in known and k[:2] not in ("p_", "m_", "v_", "s_", "h_"))
     if extra or any(k[2:] not in tr.params for k in data if k[:2] in ("p_", "m_", "v_")):
         raise ValueError(f"it holds arrays this trainer does not have: {extra or sorted(data)}")
@@ -136,12 +151,16 @@ def load_checkpoint(tr, path):
                                  f"would not be bit-identical); {_ADVICE}")
     try:
         rng_state, epoch, t = _check(tr, data, name)
-        rng = np.random.default_rng()
+        rng = np.random.default_rng(0)
         rng.bit_generator.state = rng_state  # validated on a spare generator first
+        threads = json.loads(_text(data, "blas_threads"))
     except CheckpointMismatch:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointMismatch(f"{name} cannot be resumed: {exc}; {_ADVICE}") from exc
+    if threads != blas_threads():
+        warnings.warn(f"{name} was written with BLAS threads {threads}, now {blas_threads()}: the resumed model is "
+                      "valid but not bit-identical to an uninterrupted run", stacklevel=4)
     tr.rng.bit_generator.state = rng_state
     tr.t = t
     tr.epoch = epoch
