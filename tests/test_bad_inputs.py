@@ -260,6 +260,10 @@ SPECS = {
         net=Arg("net", NET), X=A(X, (2, 3), (0, 1, 2)), y=Arg("labels", Y), eps=Arg("budget", 0.1, array_ok=True),
         method=Arg("choice", "spectral"), padding=Arg("choice", "zeros"), solver=Arg("choice", "mixing"),
         gap_tol=Arg("budget", 1e-5, positive=True), seed=Arg("seed", 0)), fixed=dict(cache=False, progress=False)),
+    "local_pair_bounds": Spec(s.local_pair_bounds, dict(
+        net=Arg("net", NET), X=A(X, (2, 3), (0, 1, 2)), y=Arg("labels", Y), eps=Arg("budget", 0.1),
+        flow=Arg("choice", "tied"), padding=Arg("choice", "zeros"), tightness=Arg("choice", "fast"),
+        chunk_size=Arg("count", 2))),
     "stadv_attack": Spec(s.stadv_attack, dict(
         net=Arg("net", NET), x=A(X, (3,), (0, 1, 2)), y=Arg("labels", Y), tau=Arg("budget", 0.05),
         method=Arg("choice", "batched"), max_iter=Arg("count", 3), batch_size=Arg("count", 2)),
@@ -381,6 +385,7 @@ EMPTY = {  # name: (call, ("empty", shape of the result or of each of its parts)
     "stadv_attack": (lambda: s.stadv_attack(NET, E0, Y0, 0.05, progress=False), ("refuse", "x")),
     "certify": (lambda: s.certify(NET, E0, Y0, 0.1, method="spectral", cache=False, progress=False),
                 ("refuse", "X")),
+    "local_pair_bounds": (lambda: s.local_pair_bounds(NET, E0, Y0, 0.1), ("empty", (0, K))),
     "train": (lambda: s.train("nt", E0, Y0, hidden=4, epochs=1, progress=False, n_classes=K, image_shape=(H, W)),
               ("refuse", "X")),
 }

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_positive_int
+from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_labels, check_positive_int
 from ..network import OneHiddenLayerNet
 from ..operators import aabb_radii, smoothness_operator
 from ..transform import PADDINGS
@@ -131,14 +131,10 @@ def _validate(net, X, y, eps, flow, padding, tightness, input_range, chunk_size)
         raise ValueError(
             f"X must lie in input_range=({lo:g}, {hi:g}); got values in [{X.min():g}, {X.max():g}] "
             "(a certificate for an image outside the range the network is certified on would be false)")
-    y_arr = np.asarray(y)
-    if y_arr.shape != (X.shape[0],) or not (np.issubdtype(y_arr.dtype, np.integer) or y_arr.dtype == bool):
-        raise ValueError(f"y must be integer labels of shape ({X.shape[0]},), got shape {y_arr.shape}, "
-                         f"dtype {y_arr.dtype}")
-    K = 2 if net.binary else net.n_classes
-    y_arr = y_arr.astype(np.int64)
-    if y_arr.size and (y_arr.min() < 0 or y_arr.max() >= K):
-        raise ValueError(f"y must hold labels in [0, {K}), got values in [{y_arr.min()}, {y_arr.max()}]")
+    N = X.shape[0]
+    if np.ndim(y) == 1 and len(y) != N:
+        raise ValueError(f"X and y disagree: X holds {N} image(s), y holds {len(y)} label(s)")
+    y_arr = check_labels("y", y, N, 2 if net.binary else net.n_classes).astype(np.int64)
     return X, y_arr, eps, chunk_size
 
 
@@ -305,13 +301,15 @@ def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness
     H, W = net.image_shape
     N = X.shape[0]
     out = np.empty((N, net.n_classes))
-    if N == 0:
+    if N == 0:  # no image, no bound: an empty (0, K) result
         return out
     R = box_radii(H, W, eps)
     op = smoothness_operator(H, W)
     for start in range(0, N, chunk_size):
         sl = slice(start, min(start + chunk_size, N))
         out[sl] = _chunk_bounds(net, X[sl], y[sl], eps, R, flow, padding, op)
+    if not np.all(np.isfinite(out)):  # overflow: a bound of inf or NaN certifies nothing and hides the cause
+        raise ValueError("net weights too large: the local bound overflows float64 (rescale the network)")
     if not net.binary:
         out[np.arange(N), y] = -np.inf
     return out

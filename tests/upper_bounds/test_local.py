@@ -369,7 +369,7 @@ def test_bad_inputs_raise_with_the_argument_name():
         (dict(X=np.full((2, 5, 5, 1), 0.5)), ValueError, "X"),
         (dict(X=np.full((2, 5, 5), "a")), TypeError, "X"),
         (dict(y=np.array([0, 3])), ValueError, "y"),
-        (dict(y=np.array([0.0, 1.0])), ValueError, "y"),
+        (dict(y=np.array([0.0, 1.0])), TypeError, "y"),
         (dict(y=np.array([0, 1, 2])), ValueError, "y"),
         (dict(eps=-0.1), ValueError, "eps"),
         (dict(eps=float("inf")), ValueError, "eps"),
