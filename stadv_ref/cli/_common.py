@@ -155,32 +155,33 @@ def load_data(args, image_shape=None):
         X, y = load_mnist(getattr(args, "split", "test"), data_dir=getattr(args, "data_dir", None), limit=limit)
         X, y = X[offset:], y[offset:]
         source = f"MNIST {getattr(args, 'split', 'test')} [{offset}:{offset + len(y)}]"
+    where = f"data file {source!r}" if getattr(args, "data", None) else source
     X = np.asarray(X)
     y = np.asarray(y)
     if X.dtype.kind not in "fiub":
-        raise CLIError(f"X must be numeric, got dtype {X.dtype}")
+        raise CLIError(f"{where}: X must be numeric, got dtype {X.dtype}")
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise CLIError(f"y must be a 1-d integer array, got shape {y.shape} dtype {y.dtype}")
+        raise CLIError(f"{where}: y must be a 1-d integer array, got shape {y.shape} dtype {y.dtype}")
     if X.shape[0] != y.shape[0]:
-        raise CLIError(f"X has {X.shape[0]} examples but y has {y.shape[0]}")
+        raise CLIError(f"{where}: X has {X.shape[0]} examples but y has {y.shape[0]}")
     if X.shape[0] == 0:
-        raise CLIError("no examples selected (check --n / --offset)")
+        raise CLIError(f"{where}: no examples selected (check --n / --offset)")
     X = X.astype(np.float64)
     if X.dtype.kind == "f" and not np.isfinite(X).all():
-        raise CLIError("X contains NaN or inf")
+        raise CLIError(f"{where}: X contains NaN or inf")
     if image_shape is not None:
         H, W = image_shape
         if X.ndim == 2 and X.shape[1] == H * W:
             X = X.reshape(-1, H, W)
         if X.shape[1:] != (H, W):
-            raise CLIError(f"X has images of shape {X.shape[1:]}, the model expects {H}x{W}")
+            raise CLIError(f"{where}: X has images of shape {X.shape[1:]}, the model expects {H}x{W}")
     elif X.ndim == 2:
         s = int(round(math.sqrt(X.shape[1])))
         if s * s != X.shape[1]:
-            raise CLIError(f"X has {X.shape[1]} features, not a square image; save X as (N, H, W)")
+            raise CLIError(f"{where}: X has {X.shape[1]} features, not a square image; save X as (N, H, W)")
         X = X.reshape(-1, s, s)
     if X.ndim != 3:
-        raise CLIError(f"X must have shape (N, H, W) or (N, d), got {X.shape}")
+        raise CLIError(f"{where}: X must have shape (N, H, W) or (N, d), got {X.shape}")
     return X, y.astype(np.int64), source
 
 
