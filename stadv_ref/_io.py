@@ -238,7 +238,8 @@ def read_npz(path, what):
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{name} is not a valid .npz archive (empty, truncated or another format)")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # our own handle: np.load leaves its file open when the zip directory is corrupt
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
     except ValueError as exc:
         if "pickle" in str(exc):

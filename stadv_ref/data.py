@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def read_idx(path):
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: corrupt gzip data
         raise ValueError(f"cannot read {str(path)!r}: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{str(path)!r} is not an IDX file (bad magic number)")
