@@ -6,12 +6,14 @@ figure, a changed ``pairs.npz``, a damaged cached network, a changed or replaced
 JSON list where an object belongs included) or an old unsealed marker makes that step be
 recomputed with a warning naming the file -- before, all steps were "skipped" or the report
 died with ``AttributeError``. Two runs with the same seed, in this process and in another,
-give the same summaries, output files and report (deliverable 4).
+give the same summaries, output files and report (deliverable 4), and so does a run killed with
+``SIGKILL`` while training a network or inside a step, then resumed.
 """
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -187,6 +189,39 @@ def test_same_seed_same_outputs_in_this_process_and_another(finished, mnist, tmp
     other = tmp_path / "other"
     proc = subprocess.run([sys.executable, "-c", CONFIG + f"rp.reproduce({str(other)!r}, CFG, data_dir="
                            f"{str(mnist)!r}, progress=False, log=None)"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**__import__("os").environ, "PYTHONHASHSEED": "99"})
+                          timeout=600, env={**os.environ, "PYTHONHASHSEED": "99"})
     assert proc.returncode == 0, proc.stderr
     assert _comparable(other) == reference
+
+
+@pytest.mark.parametrize("where", ["training", "fig5"])
+def test_killed_with_sigkill_then_resumed_gives_the_same_outputs(finished, mnist, tmp_path, where):
+    """``kill -9`` in the middle of training a network or of a step, then a rerun: the same bits."""
+    out = tmp_path / "killed"
+    kill = textwrap.dedent('''
+        import os, signal
+        from stadv_ref.training import trainer
+        calls = []
+        if WHERE == "training":
+            run_epoch = trainer._Trainer.run_epoch
+            def die(self, *a, **k):
+                calls.append(1)
+                if len(calls) == 2:  # the first epoch of the second network
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return run_epoch(self, *a, **k)
+            trainer._Trainer.run_epoch = die
+        else:
+            step = next(s for s in rp.STEPS if s.name == WHERE)
+            real = step.run
+            def die(run):
+                real(run)  # the step's files are written, its marker is not
+                os.kill(os.getpid(), signal.SIGKILL)
+            step.run = die
+    ''')
+    code = CONFIG + f"WHERE = {where!r}\n" + kill + f"rp.reproduce({str(out)!r}, CFG, data_dir={str(mnist)!r}, " \
+                                                    "progress=False, log=None)\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr
+    assert not (out / "report.md").exists()
+    rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None)
+    assert _comparable(out) == _comparable(finished)
