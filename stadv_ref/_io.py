@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_savez", "atomic_savefig", "jsonable",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez", "atomic_savefig", "jsonable",
            "library_version", "sha256_arrays", "sha256_json", "sha256_file", "seal_arrays", "unseal_arrays",
            "read_npz", "atomic_write_sealed_json", "read_sealed_json"]
 
@@ -58,17 +58,22 @@ def _replace(tmp, path):
     return path
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``)."""
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``)."""
     path = Path(path)
     tmp = _tmp_in(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
     except BaseException:
         os.remove(tmp)
         raise
     return _replace(tmp, path)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _jsonable(obj, skip=()):

@@ -36,7 +36,6 @@ run single steps of this pipeline.
 """
 from __future__ import annotations
 
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -44,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import (_jsonable, atomic_savefig, atomic_savez, atomic_write_json, atomic_write_sealed_json,
-                   atomic_write_text, read_sealed_json)
+from .._io import (_jsonable, atomic_savefig, atomic_savez, atomic_write_bytes, atomic_write_json,
+                   atomic_write_sealed_json, atomic_write_text, read_sealed_json)
 from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
@@ -297,7 +296,7 @@ def export_docs(out, dest):
     written = []
     text = (out / "report.md").read_text()
     for png in sorted(out.glob("fig*/*.png")):
-        shutil.copyfile(png, dest / png.name)
+        atomic_write_bytes(dest / png.name, png.read_bytes())
         text = text.replace(f"({png.parent.name}/{png.name})", f"({png.name})")
         written.append(str(dest / png.name))
     text = text.replace(f"`{out / 'models'}`", "`<out>/models`")
