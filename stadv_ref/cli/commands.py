@@ -20,15 +20,31 @@ from ..attacks import STADV_CODE_OPTIONS
 from ..experiments import pipeline
 from ..experiments.audit import run_audit, write_report
 from ..experiments.curves import attack_curve, certify_curve, lower_bound_curve
-from ..experiments.plots import (plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples,
-                                 plot_training)
+from ..experiments.plots import (
+    plot_attack,
+    plot_certify,
+    plot_convergence,
+    plot_lower_bound,
+    plot_samples,
+    plot_training,
+)
 from ..lower_bounds import LABELS
 from ..onnx_import import import_onnx
 from ..training import QUICK_EPOCHS, VARIANTS, train
 from ..training.checkpoint import blas_threads, data_fingerprint
 from ..upper_bounds import class_pair_bounds, upper_bound
-from ._common import (OUTPUT_VERSION, CLIError, _labelled_data, _model_and_out, _out_dir, _progress, _say,
-                      _write_json, load_data, load_model)
+from ._common import (
+    OUTPUT_VERSION,
+    CLIError,
+    _labelled_data,
+    _model_and_out,
+    _out_dir,
+    _progress,
+    _say,
+    _write_json,
+    load_data,
+    load_model,
+)
 
 
 def cmd_train(args):

@@ -18,8 +18,17 @@ from ..experiments.pipeline import STEP_NAMES
 from ..onnx_import import import_onnx
 from ..training import VARIANTS
 from ._common import PROG, CLIError, _nonneg_float, _option, _Parser, _pos_int, load_data
-from .commands import (cmd_attack, cmd_audit, cmd_bound, cmd_certify, cmd_import_onnx, cmd_info, cmd_lower_bound,
-                       cmd_reproduce, cmd_train)
+from .commands import (
+    cmd_attack,
+    cmd_audit,
+    cmd_bound,
+    cmd_certify,
+    cmd_import_onnx,
+    cmd_info,
+    cmd_lower_bound,
+    cmd_reproduce,
+    cmd_train,
+)
 
 __all__ = ["main", "build_parser", "load_data", "import_onnx"]
 

@@ -43,13 +43,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import (_jsonable, atomic_savefig, atomic_savez, atomic_write_bytes, atomic_write_json,
-                   atomic_write_sealed_json, atomic_write_text, read_sealed_json)
+from .._io import (
+    _jsonable,
+    atomic_savefig,
+    atomic_savez,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_sealed_json,
+    atomic_write_text,
+    read_sealed_json,
+)
 from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
-from .steps import (MARKER_VERSION, _Run, step_fig2, step_fig3, step_fig4, step_fig5, step_fig6, step_fig11,
-                    step_models)
+from .steps import MARKER_VERSION, _Run, step_fig2, step_fig3, step_fig4, step_fig5, step_fig6, step_fig11, step_models
 
 __all__ = [
     "atomic_write_text",

@@ -35,7 +35,6 @@ from ..training import load_or_train, model_path
 from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples
 
-
 MARKER_VERSION = 2
 """``format_version`` of the step markers (1: no seal and no output hashes; recomputed)."""
 OUTPUT_VERSION = 1

@@ -131,6 +131,7 @@ def pair_bounds_cached(net, method="sdp", *, input_range=(0.0, 1.0), padding="ze
     if cache:
         _MEMORY_CACHE[key] = (b.copy(), info)
     if path is not None and cache:
-        arrays = {"bounds": np.asarray(b, dtype=np.float64), "key": np.asarray(key), "info": np.asarray(json.dumps(info))}
+        arrays = {"bounds": np.asarray(b, dtype=np.float64), "key": np.asarray(key),
+                  "info": np.asarray(json.dumps(info))}
         atomic_savez(path, **seal_arrays(arrays, _CACHE_VERSION))
     return b, dict(info, source="computed")

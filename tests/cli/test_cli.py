@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import stadv_ref
-from stadv_ref.experiments import pipeline as rp
 from stadv_ref.cli import main
+from stadv_ref.experiments import pipeline as rp
 
 SUBCOMMANDS = ("train", "attack", "lower-bound", "certify", "bound", "reproduce", "audit", "import-onnx", "info")
 
