@@ -14,17 +14,22 @@ part, the objective and its gradient, is evaluated for all running images in one
 * images that stop (converged, ``max_iter`` iterations, failed line search) drop out of the
   batch, so the work of a round is proportional to the images still running.
 
-Threads. The batch is cut into chunks of ``batch_size`` images (fixed by ``batch_size`` alone)
-and :func:`run_chunks` runs one engine per chunk on a pool of ``workers`` Python threads, each
-engine single-threaded: BLAS limited to one thread (``threadpoolctl``) and Numba's kernels to
-``cores // workers`` threads in each worker (Numba's thread count is per thread). The kernels
-release the GIL, so the workers use the cores in parallel, and no two thread pools ever
-compete for them (issue #20: a Numba pool and a BLAS pool, each sized to the machine, made
-stAdv 4-8x slower on 2 cores), nor does a worker wait at a barrier for a core another
-process holds. A chunk's numbers do not depend on the worker or thread counts.
+Threads. :func:`run_chunks` cuts the batch into chunks of at most ``batch_size`` images (at
+least one per worker) and runs one engine per chunk on a pool of ``workers`` Python threads
+(default: one per core), each engine single-threaded: BLAS limited to one thread
+(``threadpoolctl``) and Numba to one thread in each worker (Numba's thread count is per
+thread). The kernels and the GEMMs release the GIL, so the workers use the cores in
+parallel; no two thread pools compete for the cores (issue #20: a Numba pool and a BLAS
+pool, each sized to the machine, made stAdv 4-8x slower on 2 cores) and no parallel region
+waits at a barrier for a core that another process holds (on a shared machine a 2-thread
+Numba region made the engine up to 7x slower). Only under Numba's ``workqueue`` threading
+layer, which cannot launch kernels from two threads at once, does one engine run at a time,
+with Numba's threads.
 
-The engine works in ``dtype`` (float32 by default in :func:`~.stadv.stadv_attack`); its
-results are deterministic for the same inputs and ``batch_size``.
+The engine works in ``dtype`` (float32 by default in :func:`~.stadv.stadv_attack`). Its
+results are deterministic for the same inputs and chunking (``batch_size``, ``workers``);
+the chunking changes them only through rounding (BLAS uses other kernels for products with
+few rows), and the thread counts not at all.
 """
 from __future__ import annotations
 
@@ -38,9 +43,17 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .lbfgs import _Best
-from .lbfgs_round import RUNNING, round_kernel
+from .lbfgs_round import RUNNING, lbfgs_round, round_kernel
 
-__all__ = ["batched_lbfgs", "run_chunks", "default_workers"]
+__all__ = ["batched_lbfgs", "run_chunks", "default_workers", "single_threaded"]
+
+
+_EMPTY_ROUND = (np.zeros(0, np.int64), np.zeros((0, 1)), np.zeros(0), np.zeros((0, 1)), np.zeros((0, 1)),
+                np.zeros(0), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros((0, 1, 1)), np.zeros((0, 1, 1)),
+                np.zeros((0, 1)), *(np.zeros(0, np.int64) for _ in range(2)), *(np.zeros(0) for _ in range(3)),
+                *(np.zeros(0, np.int64) for _ in range(2)), np.zeros(0, bool), np.zeros((0, 1)),
+                np.zeros((0, 1)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), 1, 0.0, 0.0, 1, 1e-4)
+"""Arguments of a round with no image (float64): launches the compiled kernel once."""
 
 
 def default_workers():
@@ -49,6 +62,13 @@ def default_workers():
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """One thread for BLAS and Numba inside the block (the per-image reference: too little work to share)."""
+    with threadpool_limits(limits=1, user_api="blas"), _numba_threads(1):
+        yield
 
 
 @contextlib.contextmanager
@@ -77,15 +97,18 @@ def _concurrent_launches_ok():
         return numba.config.THREADING_LAYER not in ("workqueue",)
 
 
-def run_chunks(make_objective, N, batch_size, workers, max_iter, memory, progress, **options):
-    """Run :func:`batched_lbfgs` on the chunks ``[0, batch_size), ...`` of ``N`` images.
+def run_chunks(make_objective, images, batch_size, workers, max_iter, memory, progress, **options):
+    """Run :func:`batched_lbfgs` on chunks of consecutive entries of ``images`` (see the module docstring).
 
     Parameters
     ----------
     make_objective : callable
-        ``make_objective(slice)`` returns the :class:`~.objective._KernelObjective` of a chunk
-        (called in the calling thread: the objective binds the backend selected there).
-    N, batch_size : int
+        ``make_objective(idx)`` returns the :class:`~.objective._KernelObjective` of the images
+        ``idx`` (called in the calling thread: the objective binds the backend selected there).
+    images : ndarray of int
+        The images to attack.
+    batch_size : int
+        Images per chunk at most.
     workers : int
         Chunks run at once (Python threads); 1 runs them one after the other.
     max_iter, memory, progress, **options
@@ -93,18 +116,23 @@ def run_chunks(make_objective, N, batch_size, workers, max_iter, memory, progres
 
     Returns
     -------
-    flow : ndarray of float64, shape (N, 2, H, W)
-    n_iter, n_eval : ndarray of int64, shape (N,)
+    flow : ndarray of float64, shape (len(images), 2, H, W)
+    n_iter, n_eval, status : ndarray of int64, shape (len(images),)
     plan : dict
         ``workers``, ``blas_threads`` and ``numba_threads`` (per worker) used.
     """
-    chunks = [slice(s, min(s + batch_size, N)) for s in range(0, N, batch_size)]
-    round_kernel(options.get("compiled", True))
-    workers = max(1, min(int(workers), len(chunks)))
+    N = len(images)
+    kernel = round_kernel(options.get("compiled", True))
+    if kernel is not lbfgs_round:  # run it once: Numba picks its threading layer at the first launch
+        kernel(*_EMPTY_ROUND)
+    numba_threads = 1
     if workers > 1 and not _concurrent_launches_ok():
-        workers = 1
-    numba_threads = max(1, default_workers() // workers)
-    plan = {"workers": workers, "blas_threads": 1, "numba_threads": numba_threads}
+        workers, numba_threads = 1, default_workers()
+    n_chunks = max(-(-N // batch_size), min(int(workers), N))
+    bounds = np.linspace(0, N, n_chunks + 1).round().astype(np.int64)
+    chunks = [images[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    workers = max(1, min(int(workers), len(chunks)))
+    plan = {"workers": workers, "chunks": len(chunks), "blas_threads": 1, "numba_threads": numba_threads}
     bar = tqdm(total=N, desc="stAdv batched L-BFGS", unit="img", disable=not progress, leave=False)
 
     def job(fobj):
@@ -113,7 +141,7 @@ def run_chunks(make_objective, N, batch_size, workers, max_iter, memory, progres
         bar.update(fobj.shape[0])
         return out
 
-    objectives = [make_objective(sl) for sl in chunks]
+    objectives = [make_objective(idx) for idx in chunks]
 
     with threadpool_limits(limits=1, user_api="blas"):
         if workers == 1:
@@ -125,7 +153,8 @@ def run_chunks(make_objective, N, batch_size, workers, max_iter, memory, progres
     flow = np.concatenate([r[0] for r in results]).astype(np.float64)
     n_iter = np.concatenate([r[1] for r in results])
     n_eval = np.concatenate([r[2] for r in results])
-    return flow, n_iter, n_eval, plan
+    status = np.concatenate([r[3] for r in results])
+    return flow, n_iter, n_eval, status, plan
 
 
 def batched_lbfgs(fobj, max_iter, memory, progress, *, gtol=1e-5, ftol=2.2e-9, max_ls=20, c1=1e-4,
@@ -157,6 +186,8 @@ def batched_lbfgs(fobj, max_iter, memory, progress, *, gtol=1e-5, ftol=2.2e-9, m
     flow : ndarray, shape (N, 2, H, W)
         Per image the best successful evaluated flow if any, else the last iterate.
     n_iter, n_eval : ndarray of int64, shape (N,)
+    status : ndarray of int64, shape (N,)
+        Why each image stopped (:data:`~.lbfgs_round.GTOL`, ``FTOL``, ``MAX_ITER``, ``LINE_SEARCH_FAILED``).
     """
     N, _, H, W = fobj.shape
     D = 2 * H * W
@@ -170,9 +201,12 @@ def batched_lbfgs(fobj, max_iter, memory, progress, *, gtol=1e-5, ftol=2.2e-9, m
     f, gamma, step, gd = np.zeros(N), np.ones(N), np.ones(N), np.zeros(N)
     head, cnt, n_ls, n_iter, n_eval = (np.zeros(N, dtype=np.int64) for _ in range(5))
     started = np.zeros(N, dtype=bool)
+    xc, gc = np.zeros((N, D), dtype=dt), np.zeros((N, D), dtype=dt)
+    fc, n_ext = np.zeros(N), np.zeros(N, dtype=np.int64)
     act = np.arange(N, dtype=np.int64)
     xt = np.zeros((N, D), dtype=dt)
     status = np.zeros(N, dtype=np.int64)
+    final = np.zeros(N, dtype=np.int64)
     settings = (int(max_iter), float(gtol), float(ftol), int(max_ls), float(c1))
     bar = tqdm(desc="stAdv batched L-BFGS", unit="round", disable=not progress, leave=False)
     while act.size:
@@ -183,11 +217,12 @@ def batched_lbfgs(fobj, max_iter, memory, progress, *, gtol=1e-5, ftol=2.2e-9, m
         ft = np.ascontiguousarray(out["objective"], dtype=np.float64)
         st = status[:act.size]
         kernel(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
-               started, st, *settings)
+               started, xc, gc, fc, n_ext, st, *settings)
         keep = st == RUNNING
         if not keep.all():
+            final[act[~keep]] = st[~keep]
             act, xt = act[keep], np.ascontiguousarray(xt[keep])
         bar.update()
         bar.set_postfix(running=int(act.size), success=f"{best.ok.mean():.3f}", refresh=False)
     bar.close()
-    return best.result(x.reshape(N, 2, H, W)), n_iter, n_eval
+    return best.result(x.reshape(N, 2, H, W)), n_iter, n_eval, final

@@ -12,7 +12,9 @@ evaluation:
 * a line-search trial that meets the Armijo condition ``f_t <= f + c1 step g^T d`` is
   accepted: the pair ``s = x_t - x``, ``y = g_t - g`` is stored when ``s^T y > eps y^T y``
   (else skipped, as in L-BFGS-B), the stopping tests of scipy's L-BFGS-B are applied
-  (``max |g| <= gtol``, relative decrease ``<= ftol``, ``max_iter`` iterations) and the next
+  (``max |g| <= gtol``; relative decrease ``<= ftol``, after a step accepted at its first
+  trial -- a backtracked step may be short for want of curvature information, where scipy's
+  Wolfe line search would not stop; ``max_iter`` iterations) and the next
   direction is the two-loop recursion ``-H g`` (Nocedal & Wright, Alg. 7.4; ``H_0 = gamma I``,
   ``gamma = s^T y / y^T y`` of the newest pair) with step 1; a direction that does not descend
   restarts from ``-g`` with an empty memory;
@@ -34,10 +36,11 @@ import inspect
 
 import numpy as np
 
-__all__ = ["lbfgs_round", "round_kernel", "RUNNING", "CONVERGED", "MAX_ITER", "LINE_SEARCH_FAILED"]
+__all__ = ["lbfgs_round", "round_kernel", "RUNNING", "GTOL", "FTOL", "MAX_ITER", "LINE_SEARCH_FAILED"]
 
-RUNNING, CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2, 3
-"""Per-image status after a round (``status[k]``)."""
+RUNNING, GTOL, FTOL, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2, 3, 4
+"""Per-image status after a round: running, or why the image stopped (``max |g| <= gtol``,
+relative decrease ``<= ftol``, ``max_iter`` steps, ``max_ls`` rejected trials)."""
 
 # ---------------------------------------------------------------------------
 # vector helpers: NumPy here, SIMD loops in the compiled kernel (_LOOPS)
@@ -110,7 +113,7 @@ def _steepest(k, g, d, cnt, step, gd):
 
 
 def lbfgs_round(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
-                started, status, max_iter, gtol, ftol, max_ls, c1):
+                started, xc, gc, fc, n_ext, status, max_iter, gtol, ftol, max_ls, c1):
     """Advance the images ``act`` by the evaluation ``ft, gt`` at their trial points ``xt``.
 
     Parameters
@@ -129,9 +132,12 @@ def lbfgs_round(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, 
     S, Y : ndarray, shape (N, m, D); rho : ndarray of float64, shape (N, m)
         Curvature-pair rings, ``rho = 1 / s^T y``.
     head, cnt, n_ls, n_iter : ndarray of int64, shape (N,)
-        Ring write position, stored pairs, trials of the current line search, accepted steps.
+        Ring write position, stored pairs, rejected trials of the current line search,
+        accepted steps.
     started : ndarray of bool, shape (N,)
         Whether the image has its first evaluation.
+    xc, gc : ndarray, shape (N, D); fc : ndarray of float64, shape (N,); n_ext : ndarray of int64
+        The line search's acceptable point while it extrapolates, and the extrapolations so far.
     status : ndarray of int64, shape (n,)
         Out: :data:`RUNNING` or why the image stopped.
     max_iter, gtol, ftol, max_ls, c1
@@ -139,15 +145,19 @@ def lbfgs_round(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, 
     """
     for i in range(act.shape[0]):
         _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
-                    started, status, max_iter, gtol, ftol, max_ls, c1)
+                    started, xc, gc, fc, n_ext, status, max_iter, gtol, ftol, max_ls, c1)
+
+
+C2 = 0.9
+"""Curvature constant: a step with ``g_t^T d < C2 g^T d`` (still steep) is extrapolated."""
+MAX_EXTRAPOLATIONS, EXTRAPOLATION = 10, 4.0
+"""At most this many extrapolations per line search, each multiplying the step by ``EXTRAPOLATION``."""
 
 
 def _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
-                started, status, max_iter, gtol, ftol, max_ls, c1):
+                started, xc, gc, fc, n_ext, status, max_iter, gtol, ftol, max_ls, c1):
     """One image's part of :func:`lbfgs_round` (row ``i``, image ``act[i]``)."""
-    m = S.shape[1]
     k = act[i]
-    alphas = np.empty(m)
     st = RUNNING
     if not started[k]:
         started[k] = True
@@ -155,39 +165,22 @@ def _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, ste
         f[k] = ft[i]
         g[k] = gt[i]
         if np.max(np.abs(g[k])) <= gtol:
-            st = CONVERGED
+            st = GTOL
         else:
             _steepest(k, g, d, cnt, step, gd)
-    elif ft[i] <= f[k] + c1 * step[k] * gd[k]:          # Armijo: accept the trial point
-        sy, yy, gmax = _pair_dots(xt[i], x[k], gt[i], g[k])
-        if sy > 2.2e-16 * yy:
-            h = head[k]
-            S[k, h] = xt[i]
-            _axpy(-1.0, x[k], S[k, h])
-            Y[k, h] = gt[i]
-            _axpy(-1.0, g[k], Y[k, h])
-            rho[k, h] = 1.0 / sy
-            gamma[k] = sy / yy
-            head[k] = (h + 1) % m
-            cnt[k] = min(cnt[k] + 1, m)
-        f_old = f[k]
-        x[k] = xt[i]
-        f[k] = ft[i]
-        g[k] = gt[i]
-        n_iter[k] += 1
-        n_ls[k] = 0
-        if gmax <= gtol:
-            st = CONVERGED
-        elif (f_old - f[k]) <= ftol * max(abs(f_old), abs(f[k]), 1.0):
-            st = CONVERGED
-        elif n_iter[k] >= max_iter:
-            st = MAX_ITER
+    elif ft[i] <= f[k] + c1 * step[k] * gd[k] and (n_ext[k] == 0 or ft[i] < fc[k]):    # Armijo
+        if n_ext[k] < MAX_EXTRAPOLATIONS and _dot(gt[i], d[k]) < C2 * gd[k]:
+            xc[k] = xt[i]                              # still steep: keep the point, try further
+            gc[k] = gt[i]
+            fc[k] = ft[i]
+            n_ext[k] += 1
+            step[k] *= EXTRAPOLATION
         else:
-            if cnt[k] > 0:
-                gd[k] = _direction(k, g, d, S, Y, rho, head, cnt, gamma, alphas)
-                step[k] = 1.0
-            if cnt[k] == 0 or not gd[k] < 0:
-                _steepest(k, g, d, cnt, step, gd)
+            st = _accept(k, xt[i], ft[i], gt[i], x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls,
+                         n_iter, n_ext, max_iter, gtol, ftol)
+    elif n_ext[k] > 0:                                  # an extrapolation went too far: take the last point
+        st = _accept(k, xc[k], fc[k], gc[k], x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls,
+                     n_iter, n_ext, max_iter, gtol, ftol)
     else:                                               # reject: backtrack
         n_ls[k] += 1
         if n_ls[k] >= max_ls:
@@ -203,14 +196,51 @@ def _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, ste
         _axpy(step[k], d[k], xt[i])
 
 
+def _accept(k, xn, fn, gn, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter, n_ext,
+            max_iter, gtol, ftol):
+    """Move image ``k`` to the accepted point ``xn`` (value ``fn``, gradient ``gn``); its new status."""
+    m = S.shape[1]
+    sy, yy, gmax = _pair_dots(xn, x[k], gn, g[k])
+    if sy > 2.2e-16 * yy:
+        h = head[k]
+        S[k, h] = xn
+        _axpy(-1.0, x[k], S[k, h])
+        Y[k, h] = gn
+        _axpy(-1.0, g[k], Y[k, h])
+        rho[k, h] = 1.0 / sy
+        gamma[k] = sy / yy
+        head[k] = (h + 1) % m
+        cnt[k] = min(cnt[k] + 1, m)
+    f_old = f[k]
+    x[k] = xn
+    f[k] = fn
+    g[k] = gn
+    n_iter[k] += 1
+    first_trial = n_ls[k] == 0
+    n_ls[k] = 0
+    n_ext[k] = 0
+    if gmax <= gtol:
+        return GTOL
+    if first_trial and (f_old - f[k]) <= ftol * max(abs(f_old), abs(f[k]), 1.0):
+        return FTOL
+    if n_iter[k] >= max_iter:
+        return MAX_ITER
+    if cnt[k] > 0:
+        gd[k] = _direction(k, g, d, S, Y, rho, head, cnt, gamma, np.empty(m))
+        step[k] = 1.0
+    if cnt[k] == 0 or not gd[k] < 0:
+        _steepest(k, g, d, cnt, step, gd)
+    return RUNNING
+
+
 # ---------------------------------------------------------------------------
 # the compiled kernel (Numba, optional)
 # ---------------------------------------------------------------------------
 def _loop_dot(a, b):
-    s = 0.0
+    s = a.dtype.type(0)
     for t in range(a.shape[0]):
         s += a[t] * b[t]
-    return s
+    return float(s)
 
 
 def _loop_axpy(alpha, x, y):
@@ -221,35 +251,35 @@ def _loop_axpy(alpha, x, y):
 
 def _loop_axpy_dot(alpha, x, q, z):
     a = q.dtype.type(alpha)
-    s = 0.0
+    s = q.dtype.type(0)
     for t in range(x.shape[0]):
         v = q[t] + a * x[t]
         q[t] = v
         s += z[t] * v
-    return s
+    return float(s)
 
 
 def _loop_scale_dot(c, q, z):
     a = q.dtype.type(c)
-    s = 0.0
+    s = q.dtype.type(0)
     for t in range(q.shape[0]):
         v = q[t] * a
         q[t] = v
         s += z[t] * v
-    return s
+    return float(s)
 
 
 def _loop_pair_dots(xt, x, gt, g):
-    sy = 0.0
-    yy = 0.0
-    gmax = 0.0
+    sy = xt.dtype.type(0)
+    yy = xt.dtype.type(0)
+    gmax = xt.dtype.type(0)
     for t in range(xt.shape[0]):
         s = xt[t] - x[t]
         y = gt[t] - g[t]
         sy += s * y
         yy += y * y
         gmax = max(gmax, abs(gt[t]))
-    return sy, yy, gmax
+    return float(sy), float(yy), float(gmax)
 
 
 _LOOPS = {_dot: _loop_dot, _axpy: _loop_axpy, _axpy_dot: _loop_axpy_dot, _scale_dot: _loop_scale_dot,
@@ -284,15 +314,15 @@ def round_kernel(compiled=True):
     fast = dict(fastmath={"reassoc", "contract"})
     for helper, loop in _LOOPS.items():
         overload(helper, jit_options=fast)(_returns(loop))
-    for fn in (_steepest, _direction, _image_step):
+    for fn in (_steepest, _direction, _accept, _image_step):
         register_jitable(fn)
     prange_ = numba.prange
 
     @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def compiled_round(act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
-                       started, status, max_iter, gtol, ftol, max_ls, c1):
+                       started, xc, gc, fc, n_ext, status, max_iter, gtol, ftol, max_ls, c1):
         for i in prange_(act.shape[0]):
             _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter,
-                        started, status, max_iter, gtol, ftol, max_ls, c1)
+                        started, xc, gc, fc, n_ext, status, max_iter, gtol, ftol, max_ls, c1)
 
     return compiled_round

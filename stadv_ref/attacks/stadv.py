@@ -36,7 +36,8 @@ from .._validate import check_choice, check_positive_int
 from ..backend import current_backend_name
 from ..operators import smoothness_norm
 from ..smoothness import flow_tv
-from .engine import default_workers, run_chunks
+from .engine import default_workers, run_chunks, single_threaded
+from .lbfgs_round import FTOL, LINE_SEARCH_FAILED
 from .lbfgs import _reference_lbfgsb
 from .objective import STADV_CODE_OPTIONS, StadvObjective, _KernelObjective, _np, stadv_objective
 
@@ -114,6 +115,43 @@ class StadvResult:
         return float(np.mean(self.success))
 
 
+def _run_engine(obj, dt, batch_size, workers, max_iter, memory, progress):
+    """The batched engine on every image of ``obj``; in float32, a float64 rerun where it stalls.
+
+    In float32 an objective change below ~1e-7 of its value is invisible, so an image whose
+    descent only continues in that regime (the stiff ``sqrt(. + 1e-8)`` of ``L_flow`` near a
+    zero flow difference, with a large ``tau``) stalls: a step without a visible decrease
+    (the ``ftol`` test) or a failed line search. Such images are attacked again in float64,
+    and each keeps the better result: a success over a failure, else the lower objective
+    (in float64).
+    """
+    def objective(idx, dtype):
+        sub = StadvObjective(obj.net, obj.x[idx], obj.y[idx], obj.tau, **_sub_options(obj, idx))
+        return _KernelObjective(sub, dtype)
+
+    N = obj.shape[0]
+    flow, n_iter, n_eval, status, plan = run_chunks(lambda idx: objective(idx, dt), np.arange(N), batch_size,
+                                                    workers, max_iter, memory, progress)
+    stalled = (status == FTOL) | (status == LINE_SEARCH_FAILED)
+    redo = np.flatnonzero(stalled) if dt == np.float32 else np.zeros(0, dtype=np.int64)
+    if redo.size:
+        f64, it64, ev64, _, _ = run_chunks(lambda idx: objective(redo[idx], np.float64), np.arange(redo.size),
+                                           batch_size, workers, max_iter, memory, False)
+        a, b = obj(flow[redo], redo, need_grad=False), obj(f64, redo, need_grad=False)
+        take = (b["success"] & ~a["success"]) | ((b["success"] == a["success"]) & (b["objective"] < a["objective"]))
+        flow[redo[take]] = f64[take]
+        n_iter[redo] += it64
+        n_eval[redo] += ev64
+    return flow, n_iter, n_eval, plan | {"float64_reruns": int(redo.size)}
+
+
+def _sub_options(obj, idx):
+    """The options of :class:`StadvObjective` ``obj`` for its images ``idx``."""
+    return dict(target=None if obj.target is None else obj.target[idx], kappa=obj.kappa,
+                neighborhood=obj.neighborhood, flow_padding=obj.flow_padding, warp_padding=obj.warp_padding,
+                flow_eps=obj.flow_eps)
+
+
 def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", max_iter=200, memory=10,
                  batch_size=250, neighborhood="4", flow_padding="zeros", warp_padding="zeros",
                  flow_eps=1e-8, progress=True, dtype="float32", workers=None):
@@ -184,15 +222,11 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
     plan = {}
     N, _, H, W = obj.shape
     if method == "lbfgs-b":
-        flow, n_iter, n_eval = _reference_lbfgsb(obj, max_iter, memory, progress)
+        with single_threaded():
+            flow, n_iter, n_eval = _reference_lbfgsb(obj, max_iter, memory, progress)
+        plan = {"workers": 1, "blas_threads": 1, "numba_threads": 1}
     else:
-        def chunk_objective(sl):
-            sub = StadvObjective(net, obj.x[sl], obj.y[sl], tau,
-                                 **{**opts, "target": None if obj.target is None else obj.target[sl]})
-            return _KernelObjective(sub, dt)
-
-        flow, n_iter, n_eval, plan = run_chunks(chunk_objective, N, batch_size, workers, max_iter, memory,
-                                                progress)
+        flow, n_iter, n_eval, plan = _run_engine(obj, dt, batch_size, workers, max_iter, memory, progress)
     final = obj(flow, need_grad=False)
     return StadvResult(
         x_adv=final["x_adv"].reshape(N, H, W),
