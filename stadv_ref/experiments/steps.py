@@ -177,7 +177,7 @@ def step_fig2(run):
         curves[variant]["in_figure"] = keep
     fig_curves = {v: {k: ([c[k][i] for i in c["in_figure"]] if isinstance(c[k], list) and len(c[k]) == len(c["eps"])
                           else c[k]) for k in c} for v, c in curves.items()}
-    plot_lower_bound(fig_curves, d / "fig2_lower_bound.png")
+    plot_lower_bound(fig_curves, d / "fig2_lower_bound.png", title="Lower bounds of the adversarial loss (Fig. 2)")
     atomic_savez(d / "pairs.npz", **seal_arrays(arrays, OUTPUT_VERSION))
     return {"curves": curves, "hidden": cfg.hidden_lower}
 
@@ -223,7 +223,7 @@ def step_fig4(run):
         for i, e in enumerate(c["eps"]):
             if e in cfg.lower_eps:
                 curves[f"f_{variant}, eps = {e:g}"] = c["convergence"][i]
-    plot_convergence(curves, d / "fig4_convergence.png")
+    plot_convergence(curves, d / "fig4_convergence.png", title="Convergence of Algorithm 1 (Fig. 4)")
     return {"curves": curves}
 
 
@@ -276,5 +276,5 @@ def step_fig6(run):
     for variant in cfg.attack_variants:
         net, _ = run.model(variant, cfg.hidden_upper)
         curves[variant] = attack_curve(net, X, y, cfg.taus, max_iter=cfg.attack_max_iter, progress=run.progress)
-    plot_attack(curves, d / "fig6_stadv.png")
+    plot_attack(curves, d / "fig6_stadv.png", title="stAdv attack vs tau (Fig. 6)")
     return {"curves": curves, "n_attack": int(len(y))}
