@@ -20,6 +20,7 @@ import contextvars
 import os
 from importlib import metadata
 
+from ._install import install_hint
 from .kernels import KERNELS, numpy_backend
 
 __all__ = [
@@ -35,9 +36,10 @@ ENTRY_POINT_GROUP = "stadv_ref.backends"
 ENV_VAR = "STADV_BACKEND"
 
 _INSTALL_HINTS = {
-    "numba": 'pip install "stadv-ref[numba]"',
-    "cupy": 'pip install "stadv-ref[cupy]" (CUDA 12) or "stadv-ref[cupy13]" (CUDA 13); needs an NVIDIA GPU',
+    "numba": lambda: install_hint("numba"),
+    "cupy": lambda: f"{install_hint('cupy')} (CUDA 12) or {install_hint('cupy13')} (CUDA 13); needs an NVIDIA GPU",
 }
+"""Install commands of the known optional backends, built when a message needs them (see :mod:`._install`)."""
 
 _current = contextvars.ContextVar("stadv_backend", default=None)
 _cache: dict = {}
@@ -68,7 +70,7 @@ def _load(name):
     if name == "numpy":
         return numpy_backend
     eps = _entry_points()
-    hint = _INSTALL_HINTS.get(name)
+    hint = _INSTALL_HINTS[name]() if name in _INSTALL_HINTS else None
     if name not in eps:
         if hint is None:
             raise BackendError(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._install import install_hint
 from .network import OneHiddenLayerNet
 
 __all__ = ["import_onnx", "SUPPORTED"]
@@ -183,6 +184,8 @@ def _walk(G):
             W, b, tensor = _linear(G, node, tensor)
             layers.append((W, b))
         elif node.op_type == "Relu":
+            if len(layers) == 2:
+                _refuse(node, "a Relu after the second linear layer: deeper networks are not supported")
             if len(layers) != 1 or relu:
                 _refuse(node, f"Relu {stage} is not supported (exactly one, between the two linear layers)")
             relu = True
@@ -226,7 +229,8 @@ def import_onnx(path, image_shape=None):
     Raises
     ------
     ImportError
-        The ``onnx`` package is missing (``pip install "stadv-ref[onnx]"``).
+        The ``onnx`` package is missing (the message names the install command,
+        :func:`stadv_ref._install.install_hint`: ``pip install -e ".[onnx]"`` in a checkout).
     TypeError
         ``path`` is not a string or path-like.
     ValueError
@@ -246,7 +250,7 @@ def import_onnx(path, image_shape=None):
         import onnx
         from onnx import numpy_helper
     except ImportError as exc:
-        raise ImportError('ONNX import needs the onnx package: pip install "stadv-ref[onnx]"') from exc
+        raise ImportError(f"ONNX import needs the onnx package: {install_hint('onnx')}") from exc
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"path: ONNX file {str(p)!r} does not exist")

@@ -1,8 +1,9 @@
 r"""stadv_ref backend ``"cupy"``: the kernel contract of :mod:`stadv_ref.kernels` on a CUDA GPU.
 
 Select it with ``STADV_BACKEND=cupy``, ``stadv_ref.use_backend("cupy")`` or
-``backend="cupy"``. Install with ``pip install "stadv-ref[cupy]"`` (an NVIDIA
-GPU with a CUDA 12 driver; on CUDA 13 install ``cupy-cuda13x`` instead).
+``backend="cupy"``. Install with ``pip install -e ".[cupy]"`` in a checkout (an NVIDIA
+GPU with a CUDA 12 driver; on CUDA 13 the ``[cupy13]`` extra instead); the error message
+names the command for the way stadv-ref was installed.
 
 * Eq. (1): :func:`warp`, :func:`warp_vjp_x` (``atomicAdd`` scatter),
   :func:`warp_vjp_flow`, :func:`tied_jacobian_diag` and the fused
@@ -29,12 +30,15 @@ import math
 
 import numpy as np
 
+from stadv_ref._install import install_hint
+
 try:
     import cupy
 except Exception as exc:  # ImportError, or a broken CUDA library set-up
     raise ImportError(
         f"the cupy backend needs CuPy (cupy-cuda12x or cupy-cuda13x), which cannot be imported "
-        f"({type(exc).__name__}: {exc})"
+        f"({type(exc).__name__}: {exc}); install it with {install_hint('cupy')} (CUDA 12) "
+        f"or {install_hint('cupy13')} (CUDA 13)"
     ) from exc
 
 try:

@@ -1,7 +1,8 @@
 """stadv_ref backend ``"numba"``: parallel CPU kernels with the reference's semantics.
 
 Select it with ``STADV_BACKEND=numba``, ``stadv_ref.use_backend("numba")`` or
-``backend="numba"``; install it with ``pip install "stadv-ref[numba]"``.
+``backend="numba"``; install it with ``pip install -e ".[numba]"`` in a checkout
+(the error message names the command for the way stadv-ref was installed).
 Importing this package imports Numba (and raises :class:`ImportError` when it
 is missing); importing :mod:`stadv_ref` alone never does.
 
@@ -22,12 +23,12 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
+from stadv_ref._install import install_hint
+
 try:
     import numba
 except ImportError as exc:  # pragma: no cover - exercised only without numba
-    raise ImportError(
-        'the numba backend needs Numba: pip install "stadv-ref[numba]"'
-    ) from exc
+    raise ImportError(f"the numba backend needs Numba: {install_hint('numba')}") from exc
 
 from stadv_ref.kernels import collect_kernels
 from stadv_ref.operators import smoothness_operator
