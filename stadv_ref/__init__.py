@@ -77,6 +77,7 @@ _LAZY = {
     "flow_pgd_attack": "attacks",
     "train": "training",
     "import_onnx": "onnx_import",
+    "from_torch": "torch_import",
 }
 
 __all__ = [

@@ -181,6 +181,18 @@ def _use_backend(name):
 
 
 NOPROG = dict(progress=False)
+TORCH_NET = object()  # stands for a small torch MLP, built only when torch is there
+
+
+def _from_torch(module, **kw):
+    torch = pytest.importorskip("torch", reason="from_torch needs torch (pip install torch==2.13.0)")
+    if module is TORCH_NET:
+        torch.manual_seed(0)
+        nn = torch.nn
+        module = nn.Sequential(nn.Flatten(), nn.Linear(H * W, M), nn.ReLU(), nn.Linear(M, K))
+    return s.from_torch(module, **kw)
+
+
 SPECS = {
     "OneHiddenLayerNet": Spec(s.OneHiddenLayerNet, dict(
         W=A(NET.W, (2,), (0, 1)), v=A(NET.V, (1, 2), (1,)), b=A(NET.b, (1,), (0,), none_ok=True),
@@ -242,6 +254,10 @@ SPECS = {
                                           download=Arg("flag", False)), fixed=dict(data_dir="/nonexistent")),
     "read_idx": Spec(s.read_idx, dict(path=Arg("path", "x.idx"))),
     "import_onnx": Spec(s.import_onnx, dict(path=Arg("path", "m.onnx"))),
+    "from_torch": Spec(_from_torch, dict(
+        module=Arg("net", TORCH_NET), image_shape=Arg("shape", (H, W)),
+        mean=A(np.array([0.1]), (0, 1, 2, 3), (0,), none_ok=True), std=A(np.array([0.3]), (0, 1, 2, 3), (0,),
+                                                                          none_ok=True))),
     "lower_bound_attack": Spec(s.lower_bound_attack, dict(
         net=Arg("net", NET), eps=Arg("budget", 0.5), classes=Arg("classes", (0, 1)),
         x0=A(X[0], (2,), (0, 1), none_ok=True), flow=Arg("choice", "tied"), jacobian=Arg("choice", "correct"),
