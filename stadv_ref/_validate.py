@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "as_float_array",
+    "as_images",
     "check_budget",
     "check_choice",
     "check_class_index",
@@ -80,6 +81,30 @@ def as_float_array(name, a, *, ndim=None, finite=True, dtype=None):
     if finite and a.size and not bool(xp.isfinite(a).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return a
+
+
+def as_images(name, x, *, ndim=(2, 3), dtype=None):
+    """:func:`as_float_array` for a batch of grey-scale images: a single-channel ``(N, 1, H, W)`` batch too.
+
+    The one rule for the channel axis: wherever an ``(N, H, W)`` batch is accepted, so is the same
+    batch with a channel axis of length 1, returned as ``(N, H, W)`` (a view). The other forms
+    (``ndim``) are returned as :func:`as_float_array` returns them, for the caller to check.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a real numeric array.
+    ValueError
+        ``x`` has another number of dimensions, more than one channel, or NaN/inf.
+    """
+    allowed = ((ndim,) if isinstance(ndim, int) else tuple(ndim)) + (4,)
+    x = as_float_array(name, x, ndim=allowed, dtype=dtype)
+    if x.ndim == 4:
+        if x.shape[1] != 1:
+            raise ValueError(f"{name} must be grey-scale images: (N, 1, H, W) has one channel, got shape "
+                             f"{tuple(x.shape)}")
+        x = x[:, 0]
+    return x
 
 
 def check_real(name, x):

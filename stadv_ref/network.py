@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ._model_file import read_model, write_model
-from ._validate import as_float_array, check_class_index, check_image_shape, frozen_copy
+from ._validate import as_float_array, as_images, check_class_index, check_image_shape, frozen_copy
 from .backend import get_backend
 from .reference.network import relu_derivative
 
@@ -130,7 +130,7 @@ class OneHiddenLayerNet:
 
     # -- evaluation --------------------------------------------------------------
     def flatten(self, X, name="X"):
-        """Inputs ``(N, d)``, ``(N, H, W)``, ``(d,)`` or ``(H, W)`` as ``(N, d)``.
+        """Inputs ``(N, d)``, ``(N, H, W)``, ``(N, 1, H, W)``, ``(d,)`` or ``(H, W)`` as ``(N, d)``.
 
         Raises
         ------
@@ -139,7 +139,7 @@ class OneHiddenLayerNet:
         ValueError
             ``X`` has the wrong shape or holds NaN/inf.
         """
-        X = as_float_array(name, X, ndim=(1, 2, 3))
+        X = as_images(name, X, ndim=(1, 2, 3))  # (N, 1, H, W): one channel, as (N, H, W)
         H, W = self.image_shape
         if X.ndim == 1 or (X.ndim == 2 and X.shape == (H, W) and X.shape[1] != self.d):
             X = X.reshape(1, -1)
@@ -183,7 +183,7 @@ class OneHiddenLayerNet:
 
         Parameters
         ----------
-        X : array_like, shape (N, d), (N, H, W), (d,) or (H, W)
+        X : array_like, shape (N, d), (N, H, W), (N, 1, H, W), (d,) or (H, W)
             ``N = 0`` gives an empty output.
 
         Raises
@@ -218,7 +218,7 @@ class OneHiddenLayerNet:
 
         Parameters
         ----------
-        X : array_like, shape (N, d) or (N, H, W)
+        X : array_like, shape (N, d), (N, H, W) or (N, 1, H, W)
         weights : array_like, shape (N, K) or (K,), optional
             Class weights; required for multi-class networks (e.g. ``e_i - e_y``
             for the margin ``f_i - f_y``). Binary networks use 1.
