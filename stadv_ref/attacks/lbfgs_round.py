@@ -9,15 +9,18 @@ evaluation:
 
 * the first evaluation (at the zero flow) sets ``f, g`` and the first direction ``-g`` with
   scipy's first step ``1 / ||g||``;
-* a line-search trial that meets the Armijo condition ``f_t <= f + c1 step g^T d`` is
-  accepted: the pair ``s = x_t - x``, ``y = g_t - g`` is stored when ``s^T y > eps y^T y``
-  (else skipped, as in L-BFGS-B), the stopping tests of scipy's L-BFGS-B are applied
-  (``max |g| <= gtol``; relative decrease ``<= ftol``, after a step accepted at its first
-  trial -- a backtracked step may be short for want of curvature information, where scipy's
-  Wolfe line search would not stop; ``max_iter`` iterations) and the next
-  direction is the two-loop recursion ``-H g`` (Nocedal & Wright, Alg. 7.4; ``H_0 = gamma I``,
-  ``gamma = s^T y / y^T y`` of the newest pair) with step 1; a direction that does not descend
-  restarts from ``-g`` with an empty memory;
+* a line-search trial that meets the Armijo condition ``f_t <= f + c1 step g^T d`` while the
+  slope there is still steep (``g_t^T d < 0.9 g^T d``, the curvature condition fails) is kept
+  and the step multiplied by 4 (at most 10 times; a later trial that is not better takes the
+  kept point), as a Wolfe line search would extrapolate; otherwise it is accepted;
+* on acceptance the pair ``s = x_t - x``, ``y = g_t - g`` is kept when ``s^T y > eps y^T y``
+  (else skipped, as in L-BFGS-B; it is written to the ring's next slot in the same pass, so
+  with a full memory a skipped pair also drops the oldest one); the stopping tests of scipy's
+  L-BFGS-B follow (``max |g| <= gtol``; relative decrease ``<= ftol``, after a step accepted
+  at its first trial -- a backtracked step may be short for want of curvature information;
+  ``max_iter`` iterations); the next direction is the two-loop recursion ``-H g`` (Nocedal &
+  Wright, Alg. 7.4; ``H_0 = gamma I``, ``gamma = s^T y / y^T y`` of the newest pair) with step
+  1, and a direction that does not descend restarts from ``-g`` with an empty memory;
 * a rejected trial backtracks: the minimiser of the quadratic through ``f, g^T d`` and ``f_t``,
   kept in ``[0.1, 0.5]`` times the step; after ``max_ls`` rejections the image stops.
 
@@ -25,8 +28,8 @@ So no image ever waits for another: every call evaluates each running image exac
 the images whose state machine stops drop out of the batch (:mod:`.engine` compacts it).
 
 :func:`lbfgs_round` is plain Python over NumPy; :func:`round_kernel` returns it compiled by
-Numba (``parallel=True``, images spread over Numba's threads, the vector loops of
-:func:`_dot`/:func:`_axpy` vectorised) when Numba is installed, else the Python function
+Numba (``parallel=True``, images spread over Numba's threads, the vector helpers as the SIMD
+loops of :data:`_LOOPS`) when Numba is installed, else the Python function
 itself -- one source for both.
 """
 from __future__ import annotations
@@ -67,11 +70,22 @@ def _scale_dot(c, q, z):
     return float(np.dot(z, q))
 
 
-def _pair_dots(xt, x, gt, g):
-    """``(s^T y, y^T y, max |gt|)`` for ``s = xt - x``, ``y = gt - g`` (one pass, nothing stored)."""
-    s = xt - x
-    y = gt - g
-    return float(np.dot(s, y)), float(np.dot(y, y)), float(np.max(np.abs(gt)))
+def _take_step(xn, x, gn, g, s_out, y_out):
+    """``s_out = xn - x``, ``y_out = gn - g``, then ``x = xn``, ``g = gn`` (one pass).
+
+    Returns ``(s^T y, y^T y, max |gn|)``.
+    """
+    np.subtract(xn, x, out=s_out)
+    np.subtract(gn, g, out=y_out)
+    x[:] = xn
+    g[:] = gn
+    return float(np.dot(s_out, y_out)), float(np.dot(y_out, y_out)), float(np.max(np.abs(gn)))
+
+
+def _step_point(x, alpha, d, out):
+    """``out = x + alpha d`` (one pass)."""
+    out[:] = x
+    out += alpha * d
 
 
 def _direction(k, g, d, S, Y, rho, head, cnt, gamma, alphas):
@@ -192,29 +206,24 @@ def _image_step(i, act, xt, ft, gt, x, f, g, d, S, Y, rho, head, cnt, gamma, ste
             step[k] = min(max(new, 0.1 * a), 0.5 * a)
     status[i] = st
     if st == RUNNING:
-        xt[i] = x[k]
-        _axpy(step[k], d[k], xt[i])
+        _step_point(x[k], step[k], d[k], xt[i])
 
 
 def _accept(k, xn, fn, gn, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_ls, n_iter, n_ext,
             max_iter, gtol, ftol):
     """Move image ``k`` to the accepted point ``xn`` (value ``fn``, gradient ``gn``); its new status."""
     m = S.shape[1]
-    sy, yy, gmax = _pair_dots(xn, x[k], gn, g[k])
+    h = head[k]
+    sy, yy, gmax = _take_step(xn, x[k], gn, g[k], S[k, h], Y[k, h])   # the pair goes to the next slot
     if sy > 2.2e-16 * yy:
-        h = head[k]
-        S[k, h] = xn
-        _axpy(-1.0, x[k], S[k, h])
-        Y[k, h] = gn
-        _axpy(-1.0, g[k], Y[k, h])
         rho[k, h] = 1.0 / sy
         gamma[k] = sy / yy
         head[k] = (h + 1) % m
         cnt[k] = min(cnt[k] + 1, m)
+    elif cnt[k] == m:  # a skipped pair overwrote the oldest one: it leaves the memory
+        cnt[k] = m - 1
     f_old = f[k]
-    x[k] = xn
     f[k] = fn
-    g[k] = gn
     n_iter[k] += 1
     first_trial = n_ls[k] == 0
     n_ls[k] = 0
@@ -269,21 +278,31 @@ def _loop_scale_dot(c, q, z):
     return float(s)
 
 
-def _loop_pair_dots(xt, x, gt, g):
-    sy = xt.dtype.type(0)
-    yy = xt.dtype.type(0)
-    gmax = xt.dtype.type(0)
-    for t in range(xt.shape[0]):
-        s = xt[t] - x[t]
-        y = gt[t] - g[t]
+def _loop_take_step(xn, x, gn, g, s_out, y_out):
+    sy = xn.dtype.type(0)
+    yy = xn.dtype.type(0)
+    gmax = xn.dtype.type(0)
+    for t in range(xn.shape[0]):
+        s = xn[t] - x[t]
+        y = gn[t] - g[t]
+        s_out[t] = s
+        y_out[t] = y
+        x[t] = xn[t]
+        g[t] = gn[t]
         sy += s * y
         yy += y * y
-        gmax = max(gmax, abs(gt[t]))
+        gmax = max(gmax, abs(gn[t]))
     return float(sy), float(yy), float(gmax)
 
 
+def _loop_step_point(x, alpha, d, out):
+    a = out.dtype.type(alpha)
+    for t in range(x.shape[0]):
+        out[t] = x[t] + a * d[t]
+
+
 _LOOPS = {_dot: _loop_dot, _axpy: _loop_axpy, _axpy_dot: _loop_axpy_dot, _scale_dot: _loop_scale_dot,
-          _pair_dots: _loop_pair_dots}
+          _take_step: _loop_take_step, _step_point: _loop_step_point}
 """The compiled kernel's loop for each vector helper (same result up to rounding)."""
 
 
