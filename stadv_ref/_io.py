@@ -16,9 +16,11 @@ callers decide between that error and a recomputation with a warning.
 """
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import tempfile
@@ -27,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez", "atomic_savefig", "jsonable",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "atomic_savez",
+           "atomic_savefig", "jsonable",
            "library_version", "sha256_arrays", "sha256_json", "sha256_file", "seal_arrays", "unseal_arrays",
            "read_npz", "atomic_write_sealed_json", "read_sealed_json"]
 
@@ -102,6 +105,38 @@ def _jsonable(obj, skip=()):
 def atomic_write_json(path, obj):
     """JSON version of :func:`atomic_write_text` (NumPy scalars/arrays converted, non-finite as strings)."""
     return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def _csv_cell(value):
+    """One CSV cell: booleans as ``true``/``false``, ``None`` empty, floats in Python's shortest round-trip form."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, np.integer):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def atomic_write_csv(path, header, rows):
+    """Write a CSV table (``header``, then one line per row) atomically (:func:`atomic_write_text`).
+
+    Cells: ``true``/``false`` for booleans, empty for ``None``, floats exactly (``repr``;
+    ``inf``/``nan`` as such), NumPy scalars as Python numbers. Every row must have one cell per
+    column of ``header``.
+    """
+    header = [str(h) for h in header]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for k, row in enumerate(rows):
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"CSV row {k} has {len(row)} cells for {len(header)} columns")
+        writer.writerow([_csv_cell(v) for v in row])
+    return atomic_write_text(path, buf.getvalue())
 
 
 def atomic_savefig(fig, path, dpi=100):

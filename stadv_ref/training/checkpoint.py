@@ -23,9 +23,9 @@ import json
 import warnings
 
 import numpy as np
-from threadpoolctl import threadpool_info
 
 from .._io import atomic_savez, library_version, read_npz, seal_arrays, sha256_arrays, unseal_arrays
+from .._provenance import blas_threads  # re-exported: the checkpoint records it
 
 __all__ = ["CheckpointMismatch", "data_fingerprint", "blas_threads", "save_checkpoint", "load_checkpoint"]
 
@@ -46,16 +46,6 @@ def data_fingerprint(X, y):
     X = np.asarray(X, dtype=np.float64)
     X = np.ascontiguousarray(X.reshape(X.shape[0], -1))
     return sha256_arrays({"X": X, "y": np.ascontiguousarray(np.asarray(y, dtype=np.int64))})
-
-
-def blas_threads():
-    """``[[library, threads], ...]`` of the BLAS libraries loaded (e.g. ``[["openblas", 2]]``).
-
-    Results are bit-identical only for the same count: OpenBLAS splits products differently
-    with 1 and 2 threads (the last bits differ, and training amplifies them).
-    """
-    found = {(d.get("internal_api"), d.get("num_threads")) for d in threadpool_info() if d.get("user_api") == "blas"}
-    return [list(t) for t in sorted(found, key=str)]
 
 
 def _fingerprint_of(tr):
