@@ -84,7 +84,7 @@ def _convergence(res):
 
 
 def certify_curve(net, X, y, eps_list, methods, *, input_range=(0.0, 1.0), cache_dir=None, gap_tol=1e-5,
-                  progress=True, keep=False):
+                  seed=0, flow="tied", tightness="fast", progress=True, keep=False):
     """0/1 adversarial loss (fraction not certified) per method and budget (Figs. 5 and 11).
 
     Parameters
@@ -95,13 +95,18 @@ def certify_curve(net, X, y, eps_list, methods, *, input_range=(0.0, 1.0), cache
         Test images and labels.
     eps_list : sequence of float
     methods : sequence of str
-        :func:`stadv_ref.upper_bound` methods.
+        Methods of :func:`stadv_ref.certify` (:data:`stadv_ref.upper_bounds.CERTIFY_METHODS`): the global
+        class-pair bounds of :func:`stadv_ref.upper_bound` or ``"local"`` (the per-image certificate).
     input_range : (float, float)
     cache_dir : path, optional
         On-disk cache of the class-pair bounds (:func:`stadv_ref.certify`).
     gap_tol : float
         Certified relative gap at which the SDP solvers stop (the bounds stay certified; a larger
         tolerance only makes them up to that fraction looser).
+    seed : int
+        Seed of the SDP solvers (:func:`stadv_ref.certify`).
+    flow, tightness : str
+        Options of ``method="local"`` (:func:`stadv_ref.certify`); the global methods certify tied flows.
     progress : bool
     keep : bool
         Also return the :class:`~stadv_ref.upper_bounds.CertificationResult` per method (``results``).
@@ -110,8 +115,8 @@ def certify_curve(net, X, y, eps_list, methods, *, input_range=(0.0, 1.0), cache
     -------
     dict
         ``eps``, ``methods``, ``zero_one[method]`` (list over eps), ``certified_count[method]``,
-        ``sound[method]``, ``pair_bounds[method]`` (per-unit bounds ``B_iy``), ``clean_error``;
-        ``results[method]`` with ``keep``.
+        ``sound[method]``, ``pair_bounds[method]`` (per-unit bounds ``B_iy``; global methods only),
+        ``clean_error``; ``results[method]`` with ``keep``.
     """
     eps_list = [float(e) for e in eps_list]
     out = {"eps": eps_list, "methods": list(methods), "zero_one": {}, "sound": {}, "certified_count": {},
@@ -121,14 +126,16 @@ def certify_curve(net, X, y, eps_list, methods, *, input_range=(0.0, 1.0), cache
     results = {}
     for m in tqdm(list(methods), desc="certify", unit="bound", disable=not progress):
         t0 = time.perf_counter()
+        local = dict(flow=flow, tightness=tightness) if m == "local" else {}
         res = certify(net, X, y, eps_list, method=m, input_range=tuple(input_range), cache_dir=cache_dir,
-                      gap_tol=gap_tol, progress=progress)
+                      gap_tol=gap_tol, seed=seed, progress=progress, **local)
         flags = np.asarray(res.certified, dtype=bool).reshape(len(eps_list), -1)
         out["zero_one"][m] = [float(1 - f.mean()) for f in flags]
         out["certified_count"][m] = [int(f.sum()) for f in flags]
         out["sound"][m] = bool(res.sound)
-        b = np.asarray(res.bounds, float)
-        out["pair_bounds"][m] = np.where(np.isfinite(b), b, 0.0)
+        if m != "local":  # the per-image certificate has no class-pair table
+            b = np.asarray(res.bounds, float)
+            out["pair_bounds"][m] = np.where(np.isfinite(b), b, 0.0)
         out["seconds"][m] = round(time.perf_counter() - t0, 3)
         results[m] = res
     if keep:
@@ -182,9 +189,24 @@ def soundness_spot_check(net, X, y, radius, *, n_points=3, eps_cap=10.0, restart
     return rows
 
 
-def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, progress=True, keep=False,
-                 **options):
+def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, target=None, progress=True,
+                 keep=False, **options):
     """stAdv success rate and adversarial accuracy per ``tau`` (Fig. 6).
+
+    Parameters
+    ----------
+    net, X, y, method, max_iter, kappa
+        As in :func:`stadv_ref.stadv_attack`.
+    taus : sequence of float
+        The flow-loss weights, one attack each.
+    target : int or array_like of int, optional
+        Targeted attack: one class for every image, or one per image (must differ from ``y``).
+    progress : bool
+        The attack's progress bar (it moves once per batch of images), under a bar over ``tau``
+        when there are several.
+    keep : bool
+    **options
+        Further keywords of :func:`stadv_ref.stadv_attack` (e.g. ``batch_size``).
 
     Returns
     -------
@@ -194,8 +216,11 @@ def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, 
         ``flow_norm`` of successful flows, ``median_clean_margin`` (median logit margin
         ``f_y - max_{i != y} f_i`` of the correctly classified clean images: at a fixed ``tau`` the CW
         term competes with ``tau L_flow``, so small-margin networks look harder to attack); with ``keep``
-        also ``results`` (the :class:`StadvResult` objects).
+        also ``results`` (the :class:`StadvResult` objects). A targeted attack succeeds on an image when
+        it is classified as its target; ``adv_accuracy`` counts the images still classified correctly.
     """
+    if target is not None and np.ndim(target) == 0:
+        target = np.full(len(y), target)
     pred = net.predict(X)
     correct = pred == y
     margin = -cw_margin(net, X, y, kappa=float("inf"))[0]
@@ -203,14 +228,15 @@ def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, 
            "median_clean_margin": float(np.median(margin[correct])) if correct.any() else None,
            "success_rate": [], "adv_accuracy": [], "mean_l_diff": [], "mean_flow_norm": []}
     results = []
-    for tau in tqdm(list(taus), desc="stAdv", unit="tau", disable=not progress):
-        res = stadv_attack(net, X, y, float(tau), method=method, max_iter=max_iter, kappa=kappa,
-                           progress=progress and len(out["tau"]) == 1, **options)
+    for tau in tqdm(list(taus), desc="stAdv", unit="tau", disable=not progress or len(out["tau"]) == 1):
+        res = stadv_attack(net, X, y, float(tau), method=method, max_iter=max_iter, kappa=kappa, target=target,
+                           progress=progress, **options)
         succ = np.asarray(res.success, bool)
         # an image already misclassified counts as "attack succeeded" in stadv_attack; Fig. 6 reports the
         # success rate among the images the network classifies correctly
         out["success_rate"].append(float(succ[correct].mean()) if correct.any() else float("nan"))
-        out["adv_accuracy"].append(float((~succ & correct).mean()))
+        kept = ~succ if target is None else np.asarray(res.pred) == y  # still classified correctly
+        out["adv_accuracy"].append(float((kept & correct).mean()))
         out["mean_l_diff"].append(float(np.mean(res.l_diff[succ])) if succ.any() else 0.0)
         out["mean_flow_norm"].append(float(np.mean(res.flow_norm[succ])) if succ.any() else 0.0)
         results.append(res)

@@ -9,7 +9,9 @@ interrupted run resumes from what is on disk; a step whose marker is missing
 hash, format and library version) and record the sha256 of every output of
 their step; a damaged marker or a missing or changed output makes the step be
 recomputed with a warning (:class:`.steps._Run`), never silently reused.
-Trained networks are cached by :func:`stadv_ref.training.load_or_train`
+Every marker and ``run.json`` carry the ``provenance`` block of the invocation that wrote them
+(:func:`stadv_ref._provenance.provenance`: versions, git commit, backend, threads, seed, command
+line); ``report.md`` prints it. Trained networks are cached by :func:`stadv_ref.training.load_or_train`
 (sealed ``.npz`` per variant, with per-epoch checkpoints), so an interrupted
 training resumes too.
 
@@ -53,6 +55,8 @@ from .._io import (
     atomic_write_text,
     read_sealed_json,
 )
+from .._provenance import provenance
+from ..backend import current_backend_name
 from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
@@ -269,19 +273,22 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
             continue
         log(f"[{name}] {step.description} ...")
         t0, c0 = time.perf_counter(), time.process_time()
+        run.provenance = provenance(backend=current_backend_name(), seed=cfg.seed)  # report.md prints it
         summary = step.run(run)
         secs = round(time.perf_counter() - t0, 2)
         cpu = round(time.process_time() - c0, 2)
         atomic_write_sealed_json(run.marker(name), {
             "step": name, "complete": True, "seconds": secs, "cpu_seconds": cpu,
-            "config": cfg.key(step.config_fields), "summary": summary, "outputs": run.output_hashes(name)},
-            MARKER_VERSION)
+            "config": cfg.key(step.config_fields), "summary": summary, "outputs": run.output_hashes(name),
+            "provenance": provenance(backend=current_backend_name(), seed=cfg.seed)}, MARKER_VERSION)
         status[name] = secs
         rerun.add(name)
         log(f"[{name}] done in {secs:.1f} s (CPU {cpu:.1f} s)")
     seconds = _previous_seconds(run.out / "run.json")
     seconds.update({k: v for k, v in status.items() if v != "skipped"})
-    atomic_write_sealed_json(run.out / "run.json", {"config": asdict(cfg), "seconds": seconds, "last_status": status})
+    atomic_write_sealed_json(run.out / "run.json", {"config": asdict(cfg), "seconds": seconds, "last_status": status,
+                                                    "provenance": provenance(backend=current_backend_name(),
+                                                                             seed=cfg.seed)})
     return status
 
 

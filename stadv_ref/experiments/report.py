@@ -4,7 +4,8 @@ r"""``report.md`` of ``stadv reproduce``: the paper's claims beside our numbers.
 section per figure: the networks (appendix 6.8), Fig. 2 (Theorem 1 and Algorithm 1, Eqs. (6)-(8),
 [E8]), Figs. 3/9/10, Fig. 4 (convergence, [E10]), Figs. 5 and 11 (0/1 loss from the upper bounds of
 Section 4.1 with the [E13] rule; the printed bounds of [E12]), Fig. 6 (stAdv), then the run time of
-each step. Every comparison is computed from the markers, none is written by hand.
+each step and the provenance (versions, commit, backend, threads, seed, command line). Every
+comparison is computed from the markers, none is written by hand.
 """
 from __future__ import annotations
 
@@ -58,7 +59,72 @@ def render_report(run, step_names):
         m = run.summary(k) if k != "report" else None
         if m:
             L.append(f"| {k} | {_fmt(m.get('seconds'))} | {_fmt(m.get('cpu_seconds'))} |")
+    L += _provenance_section(run, step_names)
     return "\n".join(L) + "\n"
+
+
+def _threads_text(threads):
+    """One line for the thread configuration of a provenance block."""
+    if not isinstance(threads, dict):
+        return "-"
+    numba = threads.get("numba_threads")
+    parts = [f"Numba {numba} ({threads.get('numba_threading_layer') or 'layer not chosen yet'})" if numba is not None
+             else "Numba not loaded"]
+    blas = threads.get("blas")
+    if blas is None:
+        parts.append("BLAS unknown (no threadpoolctl)")
+    else:
+        parts += [f"BLAS {b.get('library')} {b.get('version')}: {b.get('threads')}" for b in blas] or ["no BLAS loaded"]
+    parts.append(f"{threads.get('cpus')} CPUs")
+    env = threads.get("env") or {}
+    parts.append(", ".join(f"{k}={v}" for k, v in env.items() if v is not None) or "no thread variables set")
+    return "; ".join(parts)
+
+
+def _differs(q, p):
+    """Whether provenance ``q`` (a step's) records another version, commit, backend, package versions or
+    thread configuration than ``p`` (Numba's threads only when both had Numba loaded)."""
+    if any(q.get(f) != p.get(f) for f in ("library_version", "git_commit", "backend", "versions")):
+        return True
+    tq, tp = q.get("threads") or {}, p.get("threads") or {}
+    if any(tq.get(f) != tp.get(f) for f in ("blas", "env", "cpus")):
+        return True
+    return None not in (tq.get("numba_threads"), tp.get("numba_threads")) and \
+        tq.get("numba_threads") != tp.get("numba_threads")
+
+
+def _provenance_section(run, step_names):
+    """What the report was computed with (the ``provenance`` block of this invocation); the steps whose
+    marker records another version, commit, backend or thread configuration (a resumed run)."""
+    p = getattr(run, "provenance", None)
+    if not isinstance(p, dict):
+        return []
+    versions = p.get("versions") or {}
+    cmd = [str(a) for a in p.get("command_line") or []]
+    if cmd:
+        cmd[0] = cmd[0].replace("\\", "/").rsplit("/", 1)[-1]
+    L = ["", "## Provenance", "",
+         "What this report was computed with (the `provenance` block of `run.json` and of every step marker).", "",
+         "| what | value |", "|---|---|",
+         f"| library version | {p.get('library_version') or '-'} |",
+         f"| git commit | {p.get('git_commit') or '- (not run from a checkout)'} |",
+         f"| backend | {p.get('backend') or '-'} |",
+         f"| seed | {_fmt(p.get('seed'))} |",
+         "| packages | " + ", ".join(f"{k} {v or '-'}" for k, v in versions.items()) + " |",
+         f"| Python | {p.get('python') or '-'} on {p.get('platform') or '-'} |",
+         f"| threads | {_threads_text(p.get('threads'))} |",
+         "| command line | `" + " ".join(cmd).replace("|", "\\|") + "` |"]
+    other = []
+    for k in step_names:
+        m = run.summary(k) if k != "report" else None
+        q = m.get("provenance") if m else None
+        if isinstance(q, dict) and _differs(q, p):
+            other.append(f"| {k} | {q.get('library_version')} | {(q.get('git_commit') or '-')[:12]} | "
+                         f"{q.get('backend')} | {_threads_text(q.get('threads'))} |")
+    if other:
+        L += ["", "Steps computed by an earlier invocation with another version, commit, backend or threads:", "",
+              "| step | library | commit | backend | threads |", "|---|---|---|---|---|"] + other
+    return L
 
 
 def _models_section(run):

@@ -50,6 +50,7 @@ class _Run:
         self.data_dir = data_dir
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "models"
         self.progress = progress
+        self.provenance = None  # set by the driver: the provenance block of this invocation
         self._test = None
         self._warned = set()
 

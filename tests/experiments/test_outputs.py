@@ -225,3 +225,26 @@ def test_killed_with_sigkill_then_resumed_gives_the_same_outputs(finished, mnist
     assert not (out / "report.md").exists()
     rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None)
     assert _comparable(out) == _comparable(finished)
+
+
+def test_markers_and_run_record_carry_the_provenance_and_the_report_prints_it(copy, mnist):
+    """Deliverable 4 of issue #20: versions, commit, backend, threads, seed and command line in every marker,
+    ``run.json`` and ``report.md``; a step computed by another invocation is named in the report."""
+    for name in rp.STEP_NAMES:
+        p = _io.read_sealed_json(copy / name / f"{name}.json", "marker", 2)["provenance"]
+        assert p["library_version"] and p["backend"] == "numpy" and p["seed"] == CFG.seed and p["command_line"]
+    run = _io.read_sealed_json(copy / "run.json", "run record")
+    assert run["provenance"]["versions"]["numpy"] == np.__version__ and "threads" in run["provenance"]
+    report = (copy / "report.md").read_text()
+    section = report.split("## Provenance")[1]
+    for needle in ("library version", "git commit", "backend | numpy", "threads", "command line", "numpy "):
+        assert needle in section
+    assert "earlier invocation" not in section
+    marker = copy / "fig4" / "fig4.json"  # as if fig4 had been computed by another library version
+    m = _io.read_sealed_json(marker, "marker", 2)
+    m["provenance"]["library_version"] = "0.0.1"
+    _io.atomic_write_sealed_json(marker, {k: v for k, v in m.items() if k not in _io.SEAL_FIELDS}, 2)
+    ran, warned = _rerun(copy, mnist, force=("report",))
+    assert ran == {"report"} and not warned  # the marker's seal holds: the step itself is not redone
+    section = (copy / "report.md").read_text().split("## Provenance")[1]
+    assert "earlier invocation" in section and "| fig4 | 0.0.1 |" in section

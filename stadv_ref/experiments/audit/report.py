@@ -6,6 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..._io import atomic_write_text
+from ..._provenance import provenance
+from ...backend import current_backend_name
 from ._framework import VERDICTS, _jsonable
 
 __all__ = ["format_markdown", "write_report"]
@@ -33,7 +35,8 @@ def format_markdown(findings, *, title="Numerical audit of the paper"):
 
 
 def write_report(findings, out, *, seed=None, quick=None):
-    """Write ``audit.json`` and ``audit.md`` into ``out`` (atomically).
+    """Write ``audit.json`` (with the ``provenance`` block of :func:`stadv_ref._provenance.provenance`) and
+    ``audit.md`` into ``out`` (atomically).
 
     Returns
     -------
@@ -43,7 +46,8 @@ def write_report(findings, out, *, seed=None, quick=None):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = dict(seed=seed, quick=quick, verdicts={v: sum(f.verdict == v for f in findings) for v in VERDICTS},
-                   findings=[asdict(f) for f in findings])
+                   findings=[asdict(f) for f in findings],
+                   provenance=provenance(backend=current_backend_name(), seed=seed))
     pj, pm = out / "audit.json", out / "audit.md"
     atomic_write_text(pj, json.dumps(_jsonable(payload), indent=2) + "\n")
     atomic_write_text(pm, format_markdown(findings))
