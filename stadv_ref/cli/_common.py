@@ -6,23 +6,31 @@
   boolean training option takes exactly true/false/yes/no/1/0);
 * :func:`load_model` (a model ``.npz``) and :func:`load_data` (``--data FILE.npz`` or MNIST), both
   validated with one clear error naming the file (a 0-byte, truncated or malformed file included);
-* the output directory (:func:`_out_dir`), JSON results (:func:`_write_json`: sealed with a
-  format version and content hash, :func:`stadv_ref._io.atomic_write_sealed_json`) and summary
-  lines (:func:`_say`).
+* the output directory (:func:`_out_dir`; :func:`_discard_created` removes what a failed command
+  created), JSON results (:func:`_write_json`: sealed with a format version and content hash,
+  :func:`stadv_ref._io.atomic_write_sealed_json`, and carrying the :func:`stadv_ref._provenance.provenance`
+  block), per-image CSV tables beside them (:func:`_write_csv`) and summary lines (:func:`_say`);
+* :func:`_mnist_hint`: a missing MNIST file names the commands that fix it (``stadv data download``,
+  ``--data-dir``).
 
 The model and data formats are described in :mod:`stadv_ref.cli`'s docstring.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_sealed_json, read_npz
-from ..data import load_mnist
+from .._io import atomic_write_csv, atomic_write_sealed_json, read_npz, sha256_file
+from .._provenance import provenance
+from ..backend import current_backend_name
+from ..data import data_dir, load_mnist
 from ..network import OneHiddenLayerNet
 from ..training import DEFAULTS
 
@@ -100,11 +108,41 @@ def _option(text):
 # Shared helpers
 # ---------------------------------------------------------------------------
 def _out_dir(args, default):
-    out = Path(args.out if args.out else default)
+    """The command's output directory (``--out``, else ``default``), created; what was created is noted on
+    ``args`` so that :func:`_discard_created` can remove it when the command fails."""
+    out = Path(args.out if getattr(args, "out", None) else default)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    _make_dir(args, out)
     return out
+
+
+def _make_dir(args, path):
+    """``mkdir -p path``, remembering on ``args`` the outermost directory this created (if any)."""
+    path = Path(path)
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    path.mkdir(parents=True, exist_ok=True)
+    if top is not None and getattr(args, "_created", None) is None:
+        args._created = top
+    return path
+
+
+def _discard_created(args, *, keep_files=False):
+    """After a failed command: remove the directory it created (:func:`_make_dir`).
+
+    ``keep_files``: for the commands that resume (``train``, ``reproduce``, ``data download``) the
+    directory is removed only if it holds no file (a checkpoint or finished step is kept for the rerun).
+    """
+    top = getattr(args, "_created", None)
+    if top is None or not top.is_dir():
+        return
+    if keep_files and any(p.is_file() for p in top.rglob("*")):
+        return
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def _progress(args):
@@ -152,7 +190,8 @@ def load_data(args, image_shape=None):
         source = str(p)
     else:
         limit = None if n is None else offset + n
-        X, y = load_mnist(getattr(args, "split", "test"), data_dir=getattr(args, "data_dir", None), limit=limit)
+        with _mnist_hint(getattr(args, "data_dir", None)):
+            X, y = load_mnist(getattr(args, "split", "test"), data_dir=getattr(args, "data_dir", None), limit=limit)
         X, y = X[offset:], y[offset:]
         source = f"MNIST {getattr(args, 'split', 'test')} [{offset}:{offset + len(y)}]"
     where = f"data file {source!r}" if getattr(args, "data", None) else source
@@ -190,16 +229,18 @@ def _labels_fit(net, y):
         raise CLIError(f"labels must be in [0, {net.n_classes}) for this model, got range [{y.min()}, {y.max()}]")
 
 
-def _model_and_out(args, name, *, multiclass=None):
-    """``--model`` and the command's output directory (``--out``, default ``stadv-out/NAME``).
-
-    ``multiclass``: for a command that needs a multi-class model, the error message for a
-    binary one (raised before the output directory is made).
-    """
+def _load_net(args, *, multiclass=None):
+    """The ``--model`` network. ``multiclass``: for a command that needs a multi-class model, the error
+    message for a binary one."""
     net, _ = load_model(args.model)
     if multiclass and net.binary:
         raise CLIError(multiclass)
-    return net, _out_dir(args, Path("stadv-out") / name)
+    return net
+
+
+def _default_out(name):
+    """The default output directory of a command: ``stadv-out/NAME`` in the current directory."""
+    return Path("stadv-out") / name
 
 
 def _labelled_data(args, net):
@@ -209,10 +250,40 @@ def _labelled_data(args, net):
     return X, y, source
 
 
-def _write_json(path, obj):
-    """Write the result dict ``obj`` atomically, sealed (``format_version``, ``library_version``, ``sha256``)."""
-    atomic_write_sealed_json(path, obj, OUTPUT_VERSION)
+def _provenance(args):
+    """The :func:`stadv_ref._provenance.provenance` block of this command (its backend, ``--seed`` if it has one,
+    the command line as :func:`stadv_ref.cli.main` received it)."""
+    return provenance(backend=current_backend_name(), seed=getattr(args, "seed", None),
+                      argv=getattr(args, "command_line", None))
+
+
+def _write_json(args, path, obj):
+    """Write the result dict ``obj`` atomically, sealed (``format_version``, ``library_version``, ``sha256``), with
+    the command's ``provenance`` block (inside the sealed content)."""
+    atomic_write_sealed_json(path, {**obj, "provenance": _provenance(args)}, OUTPUT_VERSION)
     return path
+
+
+def _write_csv(path, header, rows):
+    """Write a per-image table as CSV (atomically); returns ``{"file", "sha256"}`` for the JSON beside it."""
+    atomic_write_csv(path, header, rows)
+    return {"file": Path(path).name, "columns": list(header), "sha256": sha256_file(path)}
+
+
+@contextlib.contextmanager
+def _mnist_hint(data_dir_arg, dataset="mnist"):
+    """Turn the library's missing-MNIST error (which says ``download=True``) into one naming the CLI's fix."""
+    try:
+        yield
+    except ValueError as exc:
+        msg = str(exc)
+        if "download=True" not in msg:
+            raise
+        where = data_dir(dataset, data_dir_arg)
+        head = msg.split(". Put the IDX files there")[0]
+        fetch = "stadv data download" + (f" --dataset {dataset}" if dataset != "mnist" else "")
+        raise CLIError(f"{head}: run '{fetch} --dir {shlex.quote(str(where))}' (needs internet), or pass "
+                       "--data-dir DIR (or set STADV_DATA_DIR) naming a folder that holds the four IDX files") from exc
 
 
 def _say(args, msg):
