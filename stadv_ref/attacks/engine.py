@@ -48,12 +48,11 @@ from .lbfgs_round import RUNNING, lbfgs_round, round_kernel
 __all__ = ["batched_lbfgs", "run_chunks", "default_workers", "single_threaded"]
 
 
-_EMPTY_ROUND = (np.zeros(0, np.int64), np.zeros((0, 1)), np.zeros(0), np.zeros((0, 1)), np.zeros((0, 1)),
-                np.zeros(0), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros((0, 1, 1)), np.zeros((0, 1, 1)),
-                np.zeros((0, 1)), *(np.zeros(0, np.int64) for _ in range(2)), *(np.zeros(0) for _ in range(3)),
-                *(np.zeros(0, np.int64) for _ in range(2)), np.zeros(0, bool), np.zeros((0, 1)),
-                np.zeros((0, 1)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), 1, 0.0, 0.0, 1, 1e-4)
-"""Arguments of a round with no image (float64): launches the compiled kernel once."""
+def _empty_round(dt):
+    """Arguments of a round with no image in dtype ``dt`` (launches the compiled kernel once)."""
+    i, f, r = np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 1), dt)
+    return (i, r, f, r, r, f, r, r, np.zeros((0, 1, 1), dt), np.zeros((0, 1, 1), dt), np.zeros((0, 1)), i, i,
+            f, f, f, i, i, np.zeros(0, bool), r, r, f, i, i, 1, 0.0, 0.0, 1, 1e-4)
 
 
 def default_workers():
@@ -123,8 +122,8 @@ def run_chunks(make_objective, images, batch_size, workers, max_iter, memory, pr
     """
     N = len(images)
     kernel = round_kernel(options.get("compiled", True))
-    if kernel is not lbfgs_round:  # run it once: Numba picks its threading layer at the first launch
-        kernel(*_EMPTY_ROUND)
+    if kernel is not lbfgs_round:  # compile here, and Numba picks its threading layer at the first launch
+        kernel(*_empty_round(make_objective(images[:1]).dtype))
     numba_threads = 1
     if workers > 1 and not _concurrent_launches_ok():
         workers, numba_threads = 1, default_workers()

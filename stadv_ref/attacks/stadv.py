@@ -9,20 +9,22 @@ For an image ``x`` with label ``y`` the attack looks for an untied flow
 the stAdv flow loss (:mod:`.objective`, which also documents the conventions and
 :data:`STADV_CODE_OPTIONS`).
 
-Two optimisers (:mod:`.lbfgs`) minimise the same objective:
+Two optimisers minimise the same objective:
 
-* ``method="lbfgs-b"`` -- the reference: :func:`scipy.optimize.minimize`
-  (``method="L-BFGS-B"``, unbounded) per image, as in stAdv;
-* ``method="batched"`` (default) -- the batched engine (:mod:`.engine`): a per-image
-  L-BFGS (own curvature pairs, line search and stopping tests per image) for the whole
-  batch at once, one batched objective evaluation per round, converged images dropping
-  out; float32 by default (``dtype=``).
+* ``method="lbfgs-b"`` -- the reference (:mod:`.lbfgs`): :func:`scipy.optimize.minimize`
+  (``method="L-BFGS-B"``, unbounded) per image, as in stAdv, in float64 and on one thread;
+* ``method="batched"`` (default) -- the batched engine (:mod:`.engine`, :mod:`.lbfgs_round`):
+  a per-image L-BFGS (own curvature pairs, line search and stopping tests per image) for
+  the whole batch at once, one batched objective evaluation per round, converged images
+  dropping out, chunks on one single-threaded worker per core; float32 by default
+  (``dtype="float64"`` on request), images that stall in float32 rerun in float64.
 
 Both return, per image, the successful point with the smallest objective among
 all points they evaluated, if any (so an optimiser that oscillates across the
 decision boundary still reports its adversarial example), else the optimiser's
-final iterate. The objective and its gradient go through the public dispatched
-functions, so the attack runs on whichever backend is current. This module holds
+final iterate; the reported objective, success and prediction are evaluated again in
+float64 at the returned flow. The objective and its gradient go through the backend's
+kernels, so the attack runs on whichever backend is current. This module holds
 the public entry :func:`stadv_attack` and its :class:`StadvResult`, and re-exports
 :class:`StadvObjective`, :func:`stadv_objective` and :data:`STADV_CODE_OPTIONS`.
 """
