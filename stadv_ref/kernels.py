@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from .reference import local as _local
 from .reference import network as _net
 from .reference import operators as _ops
 from .reference import sdp as _sdp
@@ -170,6 +171,16 @@ def _ex_lmax(rng, dt):
     return ((B + B.T) / 2).astype(np.float64),
 
 
+def _ex_kink(rng, dt):
+    m, N, H, W, B = 5, 3, 4, 3, 7
+    Wt = rng.standard_normal((m, H * W))
+    Wt[:, rng.random(H * W) < 0.3] = 0.0  # pixels with no weight, as a flat background's
+    slopes = [rng.standard_normal((N, H * W)) for _ in range(4)]
+    with_c = bool(rng.integers(2))
+    return (np.maximum(Wt, 0), np.maximum(-Wt, 0), slopes[0], slopes[1], slopes[2] if with_c else None,
+            slopes[3] if with_c else None, rng.integers(0, N, B), rng.integers(0, m, B), H, W)
+
+
 def _warp_vjp_both_reference(x, flow, grad_out, padding):
     return (_warp.warp_vjp_x_reference(flow, grad_out, padding),
             _warp.warp_vjp_flow_reference(x, flow, grad_out, padding))
@@ -235,6 +246,13 @@ INVENTORY = (
                "Guaranteed upper bound ``u >= lambda_max(S)`` (proved by a Cholesky factorisation of "
                "``u I - S`` with a rounding margin), ``u - lambda_max <= 1e-8 max(1, ||S||_F)``.", _ex_lmax,
                rtol={np.dtype(np.float64): 1e-8}, float64_only=True),
+    KernelInfo("kink_forms", _local.kink_forms_reference, "Eq. (3), Prop. 1; issue #21",
+               "kink_forms(P (m,d), Q (m,d), A1 (N,d), A2 (N,d), C1, C2, n_idx (B,), j_idx (B,), H, W) "
+               "-> (qa, cross, qc) each (B,)",
+               "Quadratic forms of the per-image certificate: for ``a = P[j] * A1[n] + Q[j] * A2[n]`` and "
+               "``c = P[j] * C1[n] + Q[j] * C2[n]`` of every pair ``(n, j)``: ``a^T L^-1 a``, "
+               "``c^T abs(L^-1 a)``, ``c^T L^-1 c`` (``C1 = C2 = None``: only the first, the others 0).",
+               _ex_kink, rtol={np.dtype(np.float64): 1e-10}, float64_only=True),
 )
 """Every kernel of the backend contract, in one place."""
 

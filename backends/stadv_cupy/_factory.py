@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from stadv_ref.kernels import collect_kernels
+from stadv_ref.reference.local import kink_forms_reference
 
 PADDING_CODES = {"zeros": 0, "border": 1}
 
@@ -161,5 +162,10 @@ def make_backend(xp, launch, cache, ops, sdp, *, name, asarray, to_numpy, **extr
     def lambda_max_upper(S):
         """Upper bound on ``lambda_max`` of the symmetric ``S`` (float)."""
         return sdp.lambda_max_upper(xp, S)
+
+    def kink_forms(P, Q, A1, A2, C1, C2, n_idx, j_idx, H, W):
+        """Issue #21 quadratic forms: the NumPy reference on host copies, results on the device."""
+        host = [None if a is None else to_numpy(a) for a in (P, Q, A1, A2, C1, C2, n_idx, j_idx)]
+        return tuple(xp.asarray(v) for v in kink_forms_reference(*host, H, W))
 
     return collect_kernels(name, xp, locals(), warp_vjp_both=warp_vjp_both, **extra)

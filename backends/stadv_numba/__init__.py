@@ -35,6 +35,7 @@ from stadv_ref.operators import smoothness_operator
 from stadv_ref.reference.sdp import _square_finite, lambda_max_certificate
 
 from . import _net, _sdp, _smooth, _warp, _warp_packed
+from ._local import kink_forms  # noqa: F401  (issue #21 kernel, collected below)
 
 __all__ = ["backend", "warp_vjp_both"]
 

@@ -9,6 +9,7 @@ validation:
 :mod:`~stadv_ref.reference.operators`   Eq. (3), Prop. 2: ``L^p`` (Kronecker sum), AABB radii
 :mod:`~stadv_ref.reference.network`     the one-hidden-layer network's passes
 :mod:`~stadv_ref.reference.sdp`         Sec. 4.1: mixing-method kernel, proven ``lambda_max``
+:mod:`~stadv_ref.reference.local`       issue #21: quadratic forms of the per-image certificate
 =================================  =============================================
 
 The kernel inventory :data:`stadv_ref.kernels.INVENTORY` pairs each backend kernel

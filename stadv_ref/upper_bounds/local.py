@@ -39,21 +39,19 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_labels, check_positive_int
+from ..backend import get_backend
 from ..network import OneHiddenLayerNet
 from ..operators import aabb_radii, smoothness_operator
 from ..transform import PADDINGS
-from .local_relax import Relaxation, tied_relaxation, untied_relaxation
+from .local_relax import SAFETY, Relaxation, margin_coefficients, relu_lines, tied_relaxation, untied_relaxation
+from .local_tight import tight_chunk_bounds
 
 __all__ = ["local_pair_bounds", "ellipsoid_max", "box_radii", "FLOWS", "TIGHTNESS", "SAFETY"]
 
 FLOWS = ("tied", "untied")
 """Flow models: tied ``du = dv = r``, ``||M r|| <= eps``; untied ``||M du||^2 + ||M dv||^2 <= eps^2``."""
 TIGHTNESS = ("fast", "tight")
-"""Tightness levels of :func:`local_pair_bounds` (``"tight"`` is not implemented yet)."""
-SAFETY = 1e-9
-"""Relative rounding margin of every summed bound and of the radii (module docstring)."""
-_BLOCK = 4096
-"""(image, unit) pairs whose ellipsoid maxima are computed at once (memory ``3 * 8 * _BLOCK * H * W`` bytes)."""
+"""Tightness levels of :func:`local_pair_bounds`: the closed form below, or :mod:`.local_tight`."""
 
 
 def _inv_quad(fields, op):
@@ -138,13 +136,14 @@ def _validate(net, X, y, eps, flow, padding, tightness, input_range, chunk_size)
     return X, y_arr, eps, chunk_size
 
 
-def _preactivation_bounds(net, rel, R, eps, op, block=_BLOCK):
+def _preactivation_bounds(net, rel, R, eps, op, backend=None):
     """Bounds ``l <= W x~ + b <= u`` over the relaxation ``rel`` of step 1 and the budget (step 2).
 
     The box bound is computed for every unit; the ellipsoid maximum only where the box
-    leaves the unit unstable (a stable unit's ReLU is exact whatever its bounds), in blocks
-    of ``block`` (image, unit) pairs.
+    leaves the unit unstable (a stable unit's ReLU is exact whatever its bounds), by the
+    backend kernel ``kink_forms`` (:func:`stadv_ref.reference.local.kink_forms_reference`).
     """
+    be = get_backend(backend)
     Wp, Wn = np.maximum(net.W, 0.0), np.minimum(net.W, 0.0)
     Wabs_t = np.abs(net.W).T
     top = rel.hi @ Wp.T + rel.lo @ Wn.T + net.b
@@ -156,46 +155,24 @@ def _preactivation_bounds(net, rel, R, eps, op, block=_BLOCK):
     reach_up = top + box_up + SAFETY * (mag + box_up)
     reach_lo = bottom - box_lo - SAFETY * (mag + box_lo)
     n_idx, j_idx = np.nonzero((reach_lo < 0) & (reach_up > 0) & (box_up + box_lo > 0))
-    H, W = op.H, op.W
-    for start in range(0, n_idx.size, block):
-        nn, jj = n_idx[start:start + block], j_idx[start:start + block]
+    if n_idx.size:
         for box, first, second in ((box_up, rel.upper, rel.lower), (box_lo, rel.lower, rel.upper)):
-            q = sum(_inv_quad((Wp[jj] * a[nn] + Wn[jj] * c[nn]).reshape(-1, H, W), op)
+            q = sum(be.to_numpy(be.kink_forms(Wp, Wn, a, c, None, None, n_idx, j_idx, op.H, op.W)[0])
                     for a, c in zip(first, second))
-            box[nn, jj] = np.minimum(box[nn, jj], eps * np.sqrt(np.maximum(q, 0.0)))
+            box[n_idx, j_idx] = np.minimum(box[n_idx, j_idx], eps * np.sqrt(np.maximum(q, 0.0)))
     return bottom - box_lo - SAFETY * (mag + box_lo), top + box_up + SAFETY * (mag + box_up)
 
 
-def _relu_lines(l, u):
-    """CROWN lines per unit: ``alpha z <= relu(z) <= s z + t`` on ``[l, u]`` (adaptive ``alpha``)."""
-    unstable = (l < 0) & (u > 0)
-    active = l >= 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s_unst = np.where(unstable, u / np.where(unstable, u - l, 1.0), 0.0)
-    s = np.where(unstable, s_unst, active.astype(float))
-    t = np.where(unstable, -s_unst * l, 0.0)
-    alpha = np.where(unstable, (u >= -l).astype(float), active.astype(float))
-    return s, t, alpha
-
-
-def _margin_coefficients(net, y):
-    """Output coefficients ``C (N, K', m)`` and constants ``c0 (N, K')`` of the margins bounded."""
-    if net.binary:
-        sign = -(2.0 * y - 1.0)  # bound on -(2y - 1) f
-        return sign[:, None, None] * net.V[None], sign[:, None] * net.c[None]
-    return net.V[None] - net.V[y][:, None, :], net.c[None] - net.c[y][:, None]
-
-
-def _chunk_bounds(net, X, y, eps, R, flow, padding, op):
+def _chunk_bounds(net, X, y, eps, R, flow, padding, op, tightness, backend):
     N = X.shape[0]
     H, W = net.image_shape
     rel = (tied_relaxation if flow == "tied" else untied_relaxation)(X, R, padding)
     flat = lambda arrs: tuple(a.reshape(N, -1) for a in arrs)  # noqa: E731
     rel = Relaxation(flat(rel.lower), rel.lo.reshape(N, -1), flat(rel.upper), rel.hi.reshape(N, -1))
     Rf = R.reshape(-1)
-    l, u = _preactivation_bounds(net, rel, Rf, eps, op)
-    s, t, alpha = _relu_lines(l, u)
-    C, c0 = _margin_coefficients(net, y)                      # (N, K, m), (N, K)
+    l, u = _preactivation_bounds(net, rel, Rf, eps, op, backend)
+    s, t, alpha = relu_lines(l, u)
+    C, c0 = margin_coefficients(net, y)                      # (N, K, m), (N, K)
     lam = np.where(C > 0, C * s[:, None, :], C * alpha[:, None, :])
     up_t = np.where(C > 0, C * t[:, None, :], 0.0)
     mu = c0 + up_t.sum(axis=2) + lam @ net.b
@@ -216,11 +193,14 @@ def _chunk_bounds(net, X, y, eps, R, flow, padding, op):
     zmag = np.abs(net.b) + xmax @ np.abs(net.W).T                                     # (N, m)
     mag = (np.abs(c0) + np.abs(up_t).sum(axis=2) + (np.abs(lam) * zmag[:, None, :]).sum(axis=2)
            + (np.abs(w) * xabs[:, None, :]).sum(axis=2) + lin)
-    return mu + offset + lin + SAFETY * mag
+    fast = mu + offset + lin + SAFETY * mag
+    if tightness == "fast":
+        return fast
+    return np.minimum(fast, tight_chunk_bounds(net, X, y, eps, R, flow, padding, l, u, backend=backend))
 
 
 def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness="fast", input_range=(0.0, 1.0),
-                      chunk_size=32):
+                      chunk_size=32, backend=None):
     r"""Per-image upper bounds on the worst class margin under flows with ``||M r|| <= eps``.
 
     Parameters
@@ -239,8 +219,9 @@ def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness
     padding : {"zeros", "border"}
         As :func:`stadv_ref.warp`.
     tightness : {"fast", "tight"}
-        ``"fast"``: the closed-form construction of the module docstring. ``"tight"`` is not
-        implemented yet and raises ``NotImplementedError``.
+        ``"fast"``: the closed-form construction of the module docstring. ``"tight"``: the
+        kink relaxations, the V-lemma and optimised ReLU slopes of :mod:`.local_tight`
+        (elementwise at most the fast bound; several times slower, far tighter at large ``eps``).
     input_range : tuple (lo, hi)
         The box the images must lie in (a certificate for an image outside it is refused).
     chunk_size : int
@@ -268,8 +249,6 @@ def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness
         ``X`` of the wrong shape, not finite or outside ``input_range``; ``y`` not integer
         labels in range; ``eps < 0`` or not finite; unknown ``flow``, ``padding``,
         ``tightness``; bad ``input_range`` or ``chunk_size``.
-    NotImplementedError
-        ``tightness="tight"``.
 
     Notes
     -----
@@ -296,8 +275,7 @@ def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness
     (2, 3)
     """
     X, y, eps, chunk_size = _validate(net, X, y, eps, flow, padding, tightness, input_range, chunk_size)
-    if tightness == "tight":
-        raise NotImplementedError("tightness='tight' is not implemented yet; use tightness='fast'")
+    backend = get_backend(backend)
     H, W = net.image_shape
     N = X.shape[0]
     out = np.empty((N, net.n_classes))
@@ -307,7 +285,7 @@ def local_pair_bounds(net, X, y, eps, *, flow="tied", padding="zeros", tightness
     op = smoothness_operator(H, W)
     for start in range(0, N, chunk_size):
         sl = slice(start, min(start + chunk_size, N))
-        out[sl] = _chunk_bounds(net, X[sl], y[sl], eps, R, flow, padding, op)
+        out[sl] = _chunk_bounds(net, X[sl], y[sl], eps, R, flow, padding, op, tightness, backend)
     if not np.all(np.isfinite(out)):  # overflow: a bound of inf or NaN certifies nothing and hides the cause
         raise ValueError("net weights too large: the local bound overflows float64 (rescale the network)")
     if not net.binary:

@@ -13,12 +13,11 @@ from hypothesis import strategies as st
 import stadv_ref
 from stadv_ref.upper_bounds.local import (
     _preactivation_bounds,
-    _relu_lines,
     box_radii,
     ellipsoid_max,
     local_pair_bounds,
 )
-from stadv_ref.upper_bounds.local_relax import Relaxation, extended_warp, tied_relaxation, untied_relaxation
+from stadv_ref.upper_bounds.local_relax import Relaxation, extended_warp, relu_lines, tied_relaxation, untied_relaxation
 
 
 def _radii(rng, H, W, kind):
@@ -235,7 +234,7 @@ def test_relu_lines_enclose_relu(seed):
     rng = np.random.default_rng(seed)
     lo = rng.standard_normal(50) * 3
     hi = lo + rng.exponential(2, 50)
-    s, t, alpha = _relu_lines(lo, hi)
+    s, t, alpha = relu_lines(lo, hi)
     z = lo + np.linspace(0, 1, 101)[:, None] * (hi - lo)
     relu = np.maximum(z, 0)
     assert (alpha * z <= relu + 1e-12).all() and (s * z + t >= relu - 1e-12).all()
@@ -390,8 +389,3 @@ def test_bad_inputs_raise_with_the_argument_name():
     # an image in a wider declared range is accepted
     assert local_pair_bounds(net, X * 2 - 1, y, 0.1, input_range=(-1, 1)).shape == (2, 3)
 
-
-def test_tight_level_is_not_implemented_yet():
-    net = _net()
-    with pytest.raises(NotImplementedError, match="tight"):
-        local_pair_bounds(net, np.zeros((1, 5, 5)), [0], 0.1, tightness="tight")

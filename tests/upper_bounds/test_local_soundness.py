@@ -39,11 +39,11 @@ def _net(seed, H, m, K, trained_like=False):
     return stadv_ref.OneHiddenLayerNet(W, v, b=0.2 * rng.standard_normal(m), c=0.1 * rng.standard_normal(K))
 
 
-def _check(net, X, y, flow, padding, eps_list=EPS, **attack):
+def _check(net, X, y, flow, padding, eps_list=EPS, tightness="fast", **attack):
     """Attack every class pair at every budget; return the smallest slack (bound - attack)."""
     slack = np.inf
     for eps in eps_list:
-        B = local_pair_bounds(net, X, y, eps, flow=flow, padding=padding)
+        B = local_pair_bounds(net, X, y, eps, flow=flow, padding=padding, tightness=tightness)
         for n in range(len(X)):
             for i in range(B.shape[1]):
                 if not net.binary and i == y[n]:
