@@ -41,15 +41,21 @@ def _checkout_root():
 
 
 def _installed_from():
-    """The local file or folder the installed distribution came from (PEP 610), or ``None``."""
-    try:
-        raw = metadata.distribution(DIST_NAME).read_text("direct_url.json")
-        url = urlparse(json.loads(raw)["url"]) if raw else None
-    except (metadata.PackageNotFoundError, ValueError, KeyError, TypeError):
-        return None
-    if url is None or url.scheme != "file":
-        return None
-    return unquote(url.path)
+    """The local file or folder this installed copy came from (PEP 610 ``direct_url.json``), or ``None``.
+
+    Only the distribution that holds this very package counts (an unpacked sdist's ``.egg-info`` in
+    the current directory is another distribution of the same name).
+    """
+    for dist in metadata.distributions(name=DIST_NAME):
+        try:
+            if Path(dist.locate_file("stadv_ref")).resolve() != _PACKAGE_DIR:
+                continue
+            raw = dist.read_text("direct_url.json")
+            url = urlparse(json.loads(raw)["url"]) if raw else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return unquote(url.path) if url is not None and url.scheme == "file" else None
+    return None
 
 
 def install_hint(extra):

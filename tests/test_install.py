@@ -11,7 +11,6 @@ import importlib.util
 import json
 import re
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -36,23 +35,24 @@ def checkout(tmp_path, monkeypatch):
 
 
 class _Dist:
-    def __init__(self, direct_url):
-        self.direct_url = direct_url
+    def __init__(self, site, direct_url):
+        self.site, self.direct_url = site, direct_url
+
+    def locate_file(self, path):
+        return self.site / path
 
     def read_text(self, name):
         assert name == "direct_url.json"
         return None if self.direct_url is None else json.dumps(self.direct_url)
 
 
-def _installed(monkeypatch, direct_url):
-    monkeypatch.setattr(_install, "_PACKAGE_DIR", Path("/nonexistent/site-packages/stadv_ref"))
-    if direct_url == "missing":
-        def dist(name):
-            raise metadata.PackageNotFoundError(name)
-    else:
-        def dist(name):
-            return _Dist(direct_url)
-    monkeypatch.setattr(_install.metadata, "distribution", dist)
+def _installed(monkeypatch, tmp_path, direct_url):
+    """This package installed in ``site-packages``; beside it, an unpacked sdist's ``.egg-info`` (no direct_url)."""
+    site = tmp_path / "site-packages"
+    (site / "stadv_ref").mkdir(parents=True)
+    monkeypatch.setattr(_install, "_PACKAGE_DIR", (site / "stadv_ref").resolve())
+    dists = [_Dist(tmp_path / "sdist", None)] + ([] if direct_url == "missing" else [_Dist(site, direct_url)])
+    monkeypatch.setattr(_install.metadata, "distributions", lambda name: iter(dists))
 
 
 def test_checkout_hint_is_an_editable_install(checkout, monkeypatch, tmp_path_factory):
@@ -73,8 +73,8 @@ def test_checkout_hint_is_an_editable_install(checkout, monkeypatch, tmp_path_fa
     (None, 'pip install "stadv-ref[numba]"'),
     ("missing", 'pip install "stadv-ref[numba]"'),
 ])
-def test_installed_copy_names_where_it_came_from(monkeypatch, direct_url, hint):
-    _installed(monkeypatch, direct_url)
+def test_installed_copy_names_where_it_came_from(monkeypatch, tmp_path, direct_url, hint):
+    _installed(monkeypatch, tmp_path, direct_url)
     assert install_hint("numba") == hint
 
 
