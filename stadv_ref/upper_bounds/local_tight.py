@@ -190,9 +190,12 @@ def _preactivation(be, net, kr, eps, l, u):
     P, Q = np.maximum(net.W, 0.0), np.maximum(-net.W, 0.0)
     n_idx, j_idx = np.nonzero((l < 0) & (u > 0))
     l, u = l.copy(), u.copy()
-    if n_idx.size == 0:
-        return l, u
     for swap, out in ((False, u), (True, l)):
+        if swap:  # a unit the new upper bound makes inactive needs no lower bound
+            keep = u[n_idx, j_idx] > 0
+            n_idx, j_idx = n_idx[keep], j_idx[keep]
+        if n_idx.size == 0:
+            break
         b1, b2 = (kr.b_lo, kr.b_up) if swap else (kr.b_up, kr.b_lo)
         off = (b1 @ P.T + b2 @ Q.T)[n_idx, j_idx]
         mag = np.abs(net.b[j_idx]) + (np.abs(b1) @ P.T + np.abs(b2) @ Q.T)[n_idx, j_idx]
