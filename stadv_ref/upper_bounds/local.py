@@ -141,7 +141,9 @@ def _preactivation_bounds(net, rel, R, eps, op, backend=None):
 
     The box bound is computed for every unit; the ellipsoid maximum only where the box
     leaves the unit unstable (a stable unit's ReLU is exact whatever its bounds), by the
-    backend kernel ``kink_forms`` (:func:`stadv_ref.reference.local.kink_forms_reference`).
+    backend kernel ``kink_forms`` (:func:`stadv_ref.reference.local.kink_forms_reference`),
+    and for the lower bound only where the upper one stays positive (the lower bound of an
+    inactive unit is left at the box value: it does not enter the ReLU lines).
     """
     be = get_backend(backend)
     Wp, Wn = np.maximum(net.W, 0.0), np.minimum(net.W, 0.0)
@@ -155,11 +157,15 @@ def _preactivation_bounds(net, rel, R, eps, op, backend=None):
     reach_up = top + box_up + SAFETY * (mag + box_up)
     reach_lo = bottom - box_lo - SAFETY * (mag + box_lo)
     n_idx, j_idx = np.nonzero((reach_lo < 0) & (reach_up > 0) & (box_up + box_lo > 0))
-    if n_idx.size:
-        for box, first, second in ((box_up, rel.upper, rel.lower), (box_lo, rel.lower, rel.upper)):
-            q = sum(be.to_numpy(be.kink_forms(Wp, Wn, a, c, None, None, n_idx, j_idx, op.H, op.W)[0])
-                    for a, c in zip(first, second))
-            box[n_idx, j_idx] = np.minimum(box[n_idx, j_idx], eps * np.sqrt(np.maximum(q, 0.0)))
+    for box, first, second in ((box_up, rel.upper, rel.lower), (box_lo, rel.lower, rel.upper)):
+        if box is box_lo:  # a unit the upper bound makes inactive needs no lower bound (its ReLU is 0)
+            keep = top[n_idx, j_idx] + box_up[n_idx, j_idx] + SAFETY * (mag + box_up)[n_idx, j_idx] > 0
+            n_idx, j_idx = n_idx[keep], j_idx[keep]
+        if n_idx.size == 0:
+            break
+        q = sum(be.to_numpy(be.kink_forms(Wp, Wn, a, c, None, None, n_idx, j_idx, op.H, op.W)[0])
+                for a, c in zip(first, second))
+        box[n_idx, j_idx] = np.minimum(box[n_idx, j_idx], eps * np.sqrt(np.maximum(q, 0.0)))
     return bottom - box_lo - SAFETY * (mag + box_lo), top + box_up + SAFETY * (mag + box_up)
 
 
