@@ -21,8 +21,6 @@ from stadv_ref._install import install_hint, torch_hint
 
 PACKAGE = Path(stadv_ref.__file__).resolve().parent
 SOURCES = [PACKAGE, *(Path(importlib.util.find_spec(m).origin).resolve().parent for m in ("stadv_numba", "stadv_cupy"))]
-PENDING = {"cli/main.py", "cli/__init__.py"}
-"""Files that still spell out ``"stadv-ref[...]"`` (the CLI's help texts, another helper's files): shrink only."""
 
 
 @pytest.fixture
@@ -107,4 +105,4 @@ def test_no_message_spells_out_the_package_name_install():
         for path in root.rglob("*.py"):
             if path.name != "_install.py" and re.search(r'stadv-ref\[', path.read_text(encoding="utf-8")):
                 found.add(path.relative_to(root).as_posix())
-    assert found - PENDING == set(), "use stadv_ref._install.install_hint for these install hints"
+    assert found == set(), "use stadv_ref._install.install_hint for these install hints"
