@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, check_class_pair, check_labels, check_positive_int, check_real
+from ._validate import as_float_array, as_images, check_choice, check_class_pair, check_labels, check_positive_int, check_real
 from .backend import get_backend
 from .network import OneHiddenLayerNet, relu_derivative
 from .transform import PADDINGS, warp, warp_vjp_flow
@@ -70,7 +70,7 @@ def _images_and_flow(net, x, flow, name="flow"):
     (batch mismatch) rather than read as one untied flow.
     """
     H, W = net.image_shape
-    x = as_float_array("x", x, ndim=(2, 3), dtype=np.float64)
+    x = as_images("x", x, ndim=(2, 3), dtype=np.float64)
     if x.ndim == 2:
         x = x[None]
     if x.shape[1:] != (H, W):

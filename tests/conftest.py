@@ -6,7 +6,7 @@ is present). Setting ``STADV_BACKEND`` restricts the run to that backend, and
 then a backend that cannot load is a failure, not a skip.
 
 The property tests import :data:`SETTINGS` and :data:`seeds` with
-``from conftest import SETTINGS, seeds`` (pytest puts ``tests/`` on ``sys.path``).
+``from _settings import SETTINGS, seeds`` (``tests/`` is on ``sys.path``).
 """
 from __future__ import annotations
 
@@ -14,18 +14,13 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
 
 import stadv_ref
 from stadv_ref.backend import BackendError
 
 REPO = Path(__file__).resolve().parents[1]
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
-"""Hypothesis settings of the core property tests: 30 examples, no deadline, reproducible."""
-seeds = st.integers(0, 2**32 - 1)
-"""Seeds for ``numpy.random.default_rng``."""
+from _settings import SETTINGS, seeds  # noqa: E402,F401  (re-exported for old imports)
 
 
 def _loadable(name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _checks import fd_check
-from conftest import seeds
+from _settings import seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

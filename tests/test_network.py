@@ -5,7 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import SETTINGS, seeds
+from _settings import SETTINGS, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 

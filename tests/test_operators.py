@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 from _checks import dottest
-from conftest import SETTINGS, seeds
+from _settings import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

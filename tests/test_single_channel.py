@@ -44,12 +44,6 @@ _AS_IMAGES = "needs as_images (stadv_ref._validate) instead of as_float_array fo
 PENDING = {
     "local_pair_bounds": f"upper_bounds/local.py _validate: X {_AS_IMAGES}",
     "stadv_attack": f"attacks/objective.py StadvObjective: x {_AS_IMAGES}",
-    "adv_loss_exact": f"adversarial_loss.py _images_and_flow: x {_AS_IMAGES}",
-    "adv_loss_first_order": f"adversarial_loss.py _images_and_flow: x {_AS_IMAGES}",
-    "adv_loss_linearized": f"adversarial_loss.py _images_and_flow: x {_AS_IMAGES}",
-    "adv_loss_path_integral": f"adversarial_loss.py _images_and_flow: x {_AS_IMAGES}",
-    "flow_gradient": f"adversarial_loss.py _images_and_flow: x {_AS_IMAGES}",
-    "train": f"training/settings.py _check_data: X {_AS_IMAGES}",
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 from _checks import difference_quotient, dottest, fd_check
-from conftest import SETTINGS, seeds
+from _settings import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 from _checks import difference_quotient, dottest, fd_check
-from conftest import SETTINGS, seeds
+from _settings import SETTINGS, seeds
 from hypothesis import example, given
 from hypothesis import strategies as st
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import (
-    as_float_array,
+    as_images,
     check_budget,
     check_choice,
     check_image_shape,
@@ -108,7 +108,7 @@ def _check_data(X, y, n_classes, image_shape):
     """
     K = check_positive_int("n_classes", n_classes, minimum=2)
     image_shape = check_image_shape("image_shape", image_shape)
-    X = as_float_array("X", X, ndim=(2, 3), dtype=np.float64)
+    X = as_images("X", X, ndim=(2, 3), dtype=np.float64)
     N = X.shape[0]
     if N < 1:
         raise ValueError(f"X must hold at least one example (N = 0 is refused), got shape {X.shape}")

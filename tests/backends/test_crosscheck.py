@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import stadv_ref
-from conftest import SETTINGS as CORE_SETTINGS
+from _settings import SETTINGS as CORE_SETTINGS
 from stadv_ref.kernels import KERNELS
 
 # the suite's settings (30 derandomized examples, no deadline); the ``backend`` fixture

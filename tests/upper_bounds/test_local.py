@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.optimize
-from conftest import SETTINGS, seeds
+from _settings import SETTINGS, seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

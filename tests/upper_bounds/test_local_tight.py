@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SETTINGS, seeds
+from _settings import SETTINGS, seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_local import _images, _integer_points, _radii, _warp_at, paddings, radius_kinds, shapes
