@@ -22,8 +22,8 @@ from .operators import smoothness_operator
 
 __all__ = ["kink_forms_reference", "BLOCK"]
 
-BLOCK = 2048
-"""Pairs whose fields are built at once (memory ``4 * 8 * BLOCK * H * W`` bytes)."""
+BLOCK = 1024
+"""Pairs whose fields are built at once (about ``8 * 8 * BLOCK * H * W`` bytes of temporaries)."""
 
 
 def kink_forms_reference(P, Q, A1, A2, C1, C2, n_idx, j_idx, H, W):
