@@ -39,11 +39,12 @@ The quadratic forms are the backend kernel ``kink_forms``
 (:func:`stadv_ref.reference.local.kink_forms_reference`). The result is the elementwise minimum
 with the fast bound.
 
-Measured (784-500-10 trained on the full MNIST training set, 100 test images, tied, zero
-padding; fast / this construction without alpha steps / accuracy under attack): 0.96 / 0.99 /
-0.99 certified at ``eps = 0.2``, 0.67 / 0.92 / 0.98 at 0.5, 0.03 / 0.50 / 0.95 at 1; the alpha
-steps add 0.03 at 1. Also tried and dropped: per-unit optimised slopes (L-BFGS on the dual,
-5-10 % narrower pre-activation intervals at 50x the cost), quadratic (S-lemma) terms, optimal
+Measured (``benchmarks/results/local.json``: 784-500-10 trained on the full MNIST training set,
+1,000 test images, tied, zero padding; certified fast / tight / accuracy under attack): 0.940 /
+0.969 / 0.975 at ``eps = 0.2``, 0.596 / 0.905 / 0.964 at 0.5, 0.016 / 0.483 / 0.929 at 1 (on 100
+images the alpha steps add 0.03 at 1, the rest is steps 1-2). Also tried and dropped: per-unit optimised slopes (L-BFGS on the dual,
+5-10 % narrower pre-activation intervals at 50x the cost), quadratic (S-lemma) terms, concave
+kinks as ``-d r^2 / R`` in an S-procedure (3-5 %, a sparse factorisation per unit), optimal
 transport of concave kinks onto convex neighbours (20 % narrower at a per-unit SOCP).
 
 Rounding: sums carry the ``SAFETY`` margin of :mod:`.local` (relative ``1e-9`` of the
