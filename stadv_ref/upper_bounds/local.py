@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, check_choice, check_input_range, check_labels, check_positive_int
+from .._validate import as_float_array, as_images, check_budget, check_choice, check_input_range, check_labels, check_positive_int
 from ..backend import get_backend
 from ..network import OneHiddenLayerNet
 from ..operators import aabb_radii, smoothness_operator
@@ -124,7 +124,7 @@ def _validate(net, X, y, eps, flow, padding, tightness, input_range, chunk_size)
     eps = check_budget("eps", eps)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     H, W = net.image_shape
-    X = as_float_array("X", X, ndim=(2, 3), dtype=np.float64)
+    X = as_images("X", X, ndim=(2, 3), dtype=np.float64)
     if X.ndim == 2:
         if X.shape[1] != H * W:
             raise ValueError(f"X must have shape (N, {H}, {W}) or (N, {H * W}), got {X.shape}")
