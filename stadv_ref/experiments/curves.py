@@ -6,7 +6,9 @@ r"""The experiments behind the figures, one curve per network: shared by ``stadv
   the [E13] margin rule) per budget (Figs. 5 and 11);
 * :func:`soundness_spot_check` -- the projected-gradient flow attack on certified test points at
   their certified radius: no certified point may be flipped;
-* :func:`attack_curve` -- stAdv success rate and adversarial accuracy per ``tau`` (Fig. 6).
+* :func:`attack_curve` -- stAdv success rate and adversarial accuracy per ``tau`` (Fig. 6);
+* :func:`local_curve` -- certified accuracy from the per-image certificate (fast and tight), from the
+  best global bound ([E13] rule), and accuracy under the flow attack (the ceiling) per budget (issue #21).
 
 Each returns a JSON-ready dict (lists over the budgets); the plots are in :mod:`.plots`.
 """
@@ -20,9 +22,9 @@ from tqdm.auto import tqdm
 from ..adversarial_loss import cw_margin
 from ..attacks import flow_pgd_attack, stadv_attack
 from ..lower_bounds import lower_bound_attack
-from ..upper_bounds import certify
+from ..upper_bounds import certify, local_pair_bounds
 
-__all__ = ["lower_bound_curve", "certify_curve", "soundness_spot_check", "attack_curve"]
+__all__ = ["lower_bound_curve", "certify_curve", "soundness_spot_check", "attack_curve", "local_curve"]
 
 _LB_FIELDS = ("exact_loss", "theorem_value", "theorem_exact_loss", "linearized_loss", "midpoint_loss",
               "init_exact_loss", "flow_norm", "x_inf_norm", "cycle_detected", "converged", "n_outer", "y", "classes")
@@ -242,4 +244,106 @@ def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, 
         results.append(res)
     if keep:
         out["results"] = results
+    return out
+
+
+def local_curve(net, X, y, eps_list, *, extra_eps=(), stop_broken=0.5, global_methods=("spectral",), cache_dir=None,
+                gap_tol=1e-5, seed=0, attack_seed=0, restarts=4, steps=50, max_classes=3, progress=True):
+    """Certified accuracy (per-image fast and tight, best global) and accuracy under attack per budget.
+
+    The budgets are ``eps_list`` (all of them), then those of ``extra_eps`` above it in increasing
+    order until the attack breaks at least ``stop_broken`` of the images. Per budget (tied flows,
+    zero padding): the fast per-image certificate (:func:`stadv_ref.local_pair_bounds`) on every
+    image not yet broken; the tight one on those the fast one leaves (it is elementwise at most
+    the fast bound); then the projected-gradient flow attack (:func:`stadv_ref.attacks.flow_pgd_attack`,
+    ``x`` fixed) on the images neither certifies, against their classes with a tight bound ``>= 0``
+    (largest first, at most ``max_classes``). A misclassified image is broken at every budget and
+    an image broken at one budget at every larger one (the budget sets are nested): neither is
+    certified by a sound bound nor computed again. The best global bound certifies with the
+    elementwise minimum of the class-pair bounds of ``global_methods`` (:func:`stadv_ref.certify`,
+    on-disk cache ``cache_dir``).
+
+    Parameters
+    ----------
+    net : OneHiddenLayerNet
+        Multi-class network.
+    X, y : arrays
+        Test images ``(N, H, W)`` in ``[0, 1]`` and labels.
+    eps_list, extra_eps : sequences of float
+    stop_broken : float
+        Fraction of broken images after which no further ``extra_eps`` is computed.
+    global_methods : sequence of str
+        Sound global methods of :func:`stadv_ref.certify`.
+    cache_dir, gap_tol, seed
+        Passed to :func:`stadv_ref.certify` (the defaults of :func:`certify_curve`, so the bounds that
+        Fig. 11 cached are found).
+    attack_seed : int
+        The attack on image ``n`` is seeded with ``attack_seed + n``.
+    restarts, steps, max_classes : int
+        Attack settings.
+    progress : bool
+
+    Returns
+    -------
+    dict
+        ``eps``, ``n``, ``clean_accuracy``, ``global_methods``; per budget ``certified_fast``,
+        ``certified_tight``, ``certified_global``, ``attack_accuracy``, ``gap_fast`` and ``gap_tight``
+        (attack minus certified), ``attacked_images``; ``seconds`` per part.
+    """
+    grid = sorted(float(e) for e in eps_list)
+    budgets = grid + sorted(float(e) for e in extra_eps if float(e) > grid[-1])
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    N = len(y)
+    clean = net(X)
+    broken = net.predict(X) != y
+    out = {"eps": [], "n": int(N), "clean_accuracy": float(np.mean(~broken)), "global_methods": list(global_methods),
+           "certified_fast": [], "certified_tight": [], "certified_global": [], "attack_accuracy": [],
+           "attacked_images": [], "seconds": {"fast": 0.0, "tight": 0.0, "attack": 0.0, "global": 0.0}}
+    sec = out["seconds"]
+    for k, eps in enumerate(tqdm(budgets, desc="local", unit="eps", disable=not progress)):
+        if k >= len(grid) and out["attack_accuracy"][-1] <= 1 - stop_broken:
+            break
+        fast, tight = np.zeros(N, bool), np.zeros(N, bool)
+        live = np.flatnonzero(~broken)
+        t0 = time.perf_counter()
+        if live.size:
+            fast[live] = local_pair_bounds(net, X[live], y[live], eps, tightness="fast").max(axis=1) < 0
+        todo = np.flatnonzero(~broken & ~fast)
+        t1 = time.perf_counter()
+        T = local_pair_bounds(net, X[todo], y[todo], eps, tightness="tight") if todo.size else np.zeros((0, 1))
+        tight[todo] = T.max(axis=1) < 0
+        tight |= fast
+        t2 = time.perf_counter()
+        attacked = 0
+        for row, n in enumerate(todo):
+            if tight[n]:
+                continue
+            attacked += 1
+            label = int(y[n])
+            for i in [int(i) for i in np.argsort(-T[row], kind="stable") if T[row, i] >= 0][:max_classes]:
+                a = flow_pgd_attack(net, eps, classes=(i, label), x=X[n], restarts=restarts, steps=steps,
+                                    seed=attack_seed + int(n))
+                if a.value + clean[n, i] - clean[n, label] > 0:
+                    broken[n] = True
+                    break
+        sec["fast"] += t1 - t0
+        sec["tight"] += t2 - t1
+        sec["attack"] += time.perf_counter() - t2
+        out["eps"].append(eps)
+        out["certified_fast"].append(float(fast.mean()))
+        out["certified_tight"].append(float(tight.mean()))
+        out["attack_accuracy"].append(float(np.mean(~broken)))
+        out["attacked_images"].append(attacked)
+    t0 = time.perf_counter()
+    res = [certify(net, X, y, out["eps"], method=m, cache_dir=cache_dir, gap_tol=gap_tol, seed=seed, progress=False)
+           for m in global_methods]
+    required = np.minimum.reduce([r.required for r in res])  # (N, K): min over the methods of B_{i, y_n}
+    eps_arr = np.asarray(out["eps"])[:, None, None]
+    cert = np.all(res[0].margins[None] > eps_arr * required[None], axis=2)
+    out["certified_global"] = [float(c.mean()) for c in cert]
+    sec["global"] = time.perf_counter() - t0
+    for level in ("fast", "tight"):
+        out[f"gap_{level}"] = [a - c for a, c in zip(out["attack_accuracy"], out[f"certified_{level}"])]
+    out["seconds"] = {k: round(v, 3) for k, v in sec.items()}
     return out

@@ -24,6 +24,8 @@ training resumes too.
             as printed, SDP) vs ``eps`` per network (Fig. 5)
 ``fig11``   0/1 adversarial loss from every sound bound per network (Fig. 11),
             and the flow attack on certified points (soundness spot check)
+``local``   per-image certificates (fast and tight), the best global bound and
+            the flow attack's ceiling vs ``eps`` for nt/at/sdp (issue #21)
 ``fig6``    stAdv success rate and adversarial accuracy vs ``tau`` (Fig. 6)
 ``report``  ``report.md``: the paper's claims beside our numbers
 =========  ==================================================================
@@ -57,10 +59,21 @@ from .._io import (
 )
 from .._provenance import provenance
 from ..backend import current_backend_name
-from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
+from .curves import attack_curve, certify_curve, local_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
-from .steps import MARKER_VERSION, _Run, step_fig2, step_fig3, step_fig4, step_fig5, step_fig6, step_fig11, step_models
+from .steps import (
+    MARKER_VERSION,
+    _Run,
+    step_fig2,
+    step_fig3,
+    step_fig4,
+    step_fig5,
+    step_fig6,
+    step_fig11,
+    step_local,
+    step_models,
+)
 
 __all__ = [
     "atomic_write_text",
@@ -78,6 +91,7 @@ __all__ = [
     "certify_curve",
     "attack_curve",
     "soundness_spot_check",
+    "local_curve",
     "plot_lower_bound",
     "plot_samples",
     "plot_convergence",
@@ -122,6 +136,13 @@ class Config:
     n_attack: int = 200
     attack_max_iter: int = 100
     spot_check_points: int = 3
+    local_variants: tuple = ("nt", "at", "sdp")
+    local_n: int = 200
+    local_eps_extra: tuple = (0.2, 0.5, 1.0, 2.0)
+    local_stop_broken: float = 0.5
+    local_restarts: int = 4
+    local_steps: int = 50
+    local_max_classes: int = 3
 
     def key(self, fields):
         d = asdict(self)
@@ -135,7 +156,9 @@ def quick_config(seed=0):
     :func:`full_config`), 10 outer iterations of Algorithm 1 at 4 budgets for Fig. 2, 500 test images
     and 6 budgets for Figs. 5/11 (SDP solved to a certified gap of 1e-3; the tight bound for ``nt`` and
     ``sdp`` only; the soundness spot check on 3 certified points), 200 test images, 3 values of tau and
-    100 L-BFGS iterations for Fig. 6.
+    100 L-BFGS iterations for Fig. 6. The per-image certificates (``local``) on the first 200 test
+    images of Figs. 5/11, their budgets and then 0.2, 0.5, 1, 2 until the attack breaks half the
+    images; the flow attack with 4 restarts of 50 steps on at most 3 classes per image.
     """
     return Config(mode="quick", seed=seed)
 
@@ -147,7 +170,7 @@ def full_config(seed=0):
                   lower_n=16, sample_eps=(0.05, 0.5, 5.0), cert_eps=tuple(np.round(np.linspace(0, 0.1, 11), 4)),
                   tight_variants=("nt", "at", "fro", "spe", "stn", "sdp"), cert_gap_tol=1e-5,
                   taus=(0.0, 0.025, 0.05, 0.075, 0.1), n_attack=10000, attack_max_iter=200,
-                  spot_check_points=10)
+                  spot_check_points=10, local_n=1000, local_restarts=8, local_steps=100, local_max_classes=4)
 
 
 # ---------------------------------------------------------------------------
@@ -183,9 +206,13 @@ STEPS = [
     Step("fig11", step_fig11, _DATA + ("hidden_upper", "cert_variants", "cert_eps", "sound_methods", "tight_variants",
                                        "tight_method", "cert_gap_tol", "n_test", "spot_check_points"),
          ("models",), "0/1 loss from the sound bounds (Fig. 11)"),
+    Step("local", step_local, _DATA + ("hidden_upper", "cert_variants", "cert_eps", "sound_methods", "tight_variants",
+                                       "tight_method", "cert_gap_tol", "local_variants", "local_n", "local_eps_extra",
+                                       "local_stop_broken", "local_restarts", "local_steps", "local_max_classes"),
+         ("models", "fig11"), "per-image certificates vs the attack ceiling (issue #21)"),
     Step("fig6", step_fig6, _DATA + ("hidden_upper", "attack_variants", "taus", "n_attack", "attack_max_iter"),
          ("models",), "stAdv success and adversarial accuracy vs tau (Fig. 6)"),
-    Step("report", _step_report, (), ("fig2", "fig3", "fig4", "fig5", "fig11", "fig6"), "report.md"),
+    Step("report", _step_report, (), ("fig2", "fig3", "fig4", "fig5", "fig11", "local", "fig6"), "report.md"),
 ]
 STEP_NAMES = tuple(s.name for s in STEPS)
 

@@ -7,6 +7,7 @@ r"""The figures of the reproduction, drawn from the dicts of :mod:`.curves` and 
 * :func:`plot_convergence` -- Fig. 4: best exact loss per outer iteration of Algorithm 1;
 * :func:`plot_certify` -- Figs. 5 and 11: 0/1 adversarial loss from the upper bounds vs ``eps``
   (logarithmic ``eps`` axis; a symmetric-log one with a linear stretch to ``eps = 0`` when the grid holds 0);
+  also the certified fractions of the per-image certificates vs ``eps`` (``ylabel=``, issue #21);
 * :func:`plot_attack` -- Fig. 6: stAdv success rate and adversarial accuracy vs ``tau``, with the
   numbers in a table below the panels (curves of several networks coincide);
 * :func:`plot_training` -- the loss and accuracy per epoch of ``stadv train``.
@@ -204,15 +205,19 @@ def plot_convergence(curves, path, *, title="Convergence of Algorithm 1"):
 _METHOD_LABEL = {"paper-frobenius": "Frobenius (as printed, unsound)",
                  "paper-spectral": "spectral (as printed, unsound)", "frobenius": "Frobenius (sound)",
                  "spectral": "spectral (sound)", "sdp": "SDP", "tight": "tight (ours)", "linear": "linear (Eq. 16)",
-                 "aabb": "AABB box", "local": "local (per image)"}
+                 "aabb": "AABB box", "local": "local (per image)",
+                 "certified_fast": "certified: per-image fast", "certified_tight": "certified: per-image tight",
+                 "certified_global": "certified: best global bound", "attack_accuracy": "accuracy under attack"}
 
 
-def plot_certify(curves, path, *, by="method", title="0/1 adversarial loss from upper bounds"):
+def plot_certify(curves, path, *, by="method", title="0/1 adversarial loss from upper bounds",
+                 ylabel="0/1 adversarial loss"):
     """Figs. 5/11: 0/1 loss vs ``eps``; one panel per method (``by="method"``) or per network (``by="network"``).
 
     Panels in a grid of at most 3 columns with a shared ``y`` axis; a logarithmic ``eps`` axis on the
     grid of ``eps`` (:func:`_eps_axis`); one legend for the whole figure, below the panels. A line keeps
-    its style in every panel.
+    its style in every panel. ``ylabel`` names the plotted quantity (``zero_one[method]``; the
+    per-image certificate step plots certified fractions there).
     """
     plt = _pyplot()
     with plt.rc_context(_RC):
@@ -238,7 +243,7 @@ def plot_certify(curves, path, *, by="method", title="0/1 adversarial loss from 
         for ax in flat[len(panels):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
-            ax.set_ylabel("0/1 adversarial loss")
+            ax.set_ylabel(ylabel)
         for i, ax in enumerate(flat[:len(panels)]):
             ax.tick_params(axis="y", labelleft=True)
             if i + ncols < len(panels):

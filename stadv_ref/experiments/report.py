@@ -3,7 +3,8 @@ r"""``report.md`` of ``stadv reproduce``: the paper's claims beside our numbers.
 :func:`render_report` reads the step markers of a run (``<out>/<step>/<step>.json``) and writes one
 section per figure: the networks (appendix 6.8), Fig. 2 (Theorem 1 and Algorithm 1, Eqs. (6)-(8),
 [E8]), Figs. 3/9/10, Fig. 4 (convergence, [E10]), Figs. 5 and 11 (0/1 loss from the upper bounds of
-Section 4.1 with the [E13] rule; the printed bounds of [E12]), Fig. 6 (stAdv), then the run time of
+Section 4.1 with the [E13] rule; the printed bounds of [E12]), the per-image certificates against the
+attack ceiling (issue #21), Fig. 6 (stAdv), then the run time of
 each step and the provenance (versions, commit, backend, threads, seed, command line). Every
 comparison is computed from the markers, none is written by hand.
 """
@@ -50,6 +51,7 @@ def render_report(run, step_names):
     for step, title in (("fig5", "Figure 5: 0/1 loss from the paper's bounds"),
                         ("fig11", "Figure 11: 0/1 loss from the sound bounds")):
         L += _cert_section(run, step, title)
+    L += _local_section(run)
     L += _fig6_section(run)
     if (run.out / "audit" / "audit.md").is_file():
         L += ["## Audit", "", "See [audit/audit.md](audit/audit.md).", ""]
@@ -288,6 +290,33 @@ def _fig5_claim_rows(curves, methods, eps):
                  f"{'reproduces' if tighter else 'does not reproduce'}** (criterion: SDP's 0/1 loss <= the "
                  f"others' at every eps; the printed Frobenius/spectral bounds are not valid bounds, [E12]) |")
     return L
+
+
+def _local_section(run):
+    """Issue #21: certified accuracy (per-image fast and tight, best global bound), accuracy under attack and the
+    gap ceiling - tight, per network and eps."""
+    f = run.summary("local")
+    if not f:
+        return []
+    cfg = run.cfg
+    L = ["## Per-image certificates vs the attack ceiling (issue #21)", "", "![local](local/local_certification.png)",
+         "", f"First {f['summary']['n_test']} test images, tied flows, zero padding; budgets of Figs. 5/11, then "
+         f"{', '.join(f'{e:g}' for e in cfg.local_eps_extra)} until the attack breaks at least "
+         f"{cfg.local_stop_broken:g} of the images. Certified accuracy from the per-image certificate "
+         "(`local_pair_bounds`, fast and tight) and from the best global bound (elementwise minimum of the cached "
+         "sound class-pair bounds named per network); accuracy under the projected-gradient flow attack "
+         f"({cfg.local_restarts} restarts of {cfg.local_steps} steps, at most {cfg.local_max_classes} classes with "
+         "a tight bound >= 0 per image) is the ceiling no certificate can pass; gap = ceiling - tight.", "",
+         "| network | eps | fast | tight | best global | attack ceiling | gap (ceiling - tight) |",
+         "|---|---|---|---|---|---|---|"]
+    for v, c in f["summary"]["curves"].items():
+        for k, e in enumerate(c["eps"]):
+            L.append(f"| f_{v} | {e:g} | {_fmt(c['certified_fast'][k])} | {_fmt(c['certified_tight'][k])} | "
+                     f"{_fmt(c['certified_global'][k])} | {_fmt(c['attack_accuracy'][k])} | "
+                     f"{_fmt(c['gap_tight'][k])} |")
+    L += ["", "Best global bound per network: " + "; ".join(
+        f"f_{v}: {', '.join(c['global_methods'])}" for v, c in f["summary"]["curves"].items()) + "."]
+    return L + [""]
 
 
 def _fig6_section(run):

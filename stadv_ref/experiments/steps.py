@@ -20,6 +20,7 @@ recomputed, with a warning naming the file.
 ``fig4``        convergence of Algorithm 1 (Fig. 4, [E10]), from ``fig2``'s histories
 ``fig5``        0/1 loss from the paper's bounds (Section 4.1, [E12], [E13]; Fig. 5)
 ``fig11``       0/1 loss from every sound bound (Fig. 11) and a soundness spot check
+``local``       per-image certificates (fast, tight), the best global bound and the attack ceiling (#21)
 ``fig6``        stAdv success rate and adversarial accuracy vs ``tau`` (Fig. 6)
 ==============  ==========================================================================
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 from .._io import atomic_savez, read_npz, read_sealed_json, seal_arrays, sha256_file, unseal_arrays
 from ..data import load_mnist
 from ..training import load_or_train, model_path
-from .curves import attack_curve, certify_curve, lower_bound_curve, soundness_spot_check
+from .curves import attack_curve, certify_curve, local_curve, lower_bound_curve, soundness_spot_check
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples
 
 MARKER_VERSION = 2
@@ -141,7 +142,7 @@ class _Run:
 
 def _models_needed(cfg):
     need = {(v, cfg.hidden_lower) for v in cfg.lower_variants}
-    need |= {(v, cfg.hidden_upper) for v in set(cfg.cert_variants) | set(cfg.attack_variants)}
+    need |= {(v, cfg.hidden_upper) for v in set(cfg.cert_variants) | set(cfg.attack_variants) | set(cfg.local_variants)}
     order = {"nt": 0, "rand": 1, "fro": 2, "spe": 3, "stn": 4, "at": 5, "sdp": 6}
     return sorted(need, key=lambda t: (order.get(t[0], 99), t[1]))
 
@@ -279,3 +280,36 @@ def step_fig6(run):
         curves[variant] = attack_curve(net, X, y, cfg.taus, max_iter=cfg.attack_max_iter, progress=run.progress)
     plot_attack(curves, d / "fig6_stadv.png", title="stAdv attack vs tau (Fig. 6)")
     return {"curves": curves, "n_attack": int(len(y))}
+
+
+def _global_methods(cfg, variant):
+    """The sound global bounds of ``variant`` that ``fig11`` cached (its sound methods, the tight method on
+    ``tight_variants``); the sound spectral bound alone for a network ``fig11`` did not bound."""
+    if variant not in cfg.cert_variants:
+        return ("spectral",)
+    ms = tuple(cfg.sound_methods) + ((cfg.tight_method,) if variant in cfg.tight_variants else ())
+    return tuple(dict.fromkeys(ms)) or ("spectral",)
+
+
+def step_local(run):
+    """Issue #21: certified accuracy from the per-image certificate (fast, tight) and the best global bound,
+    and accuracy under the flow attack, vs ``eps`` (Figs. 5/11's grid, then ``local_eps_extra``)."""
+    cfg = run.cfg
+    d = run.dir("local")
+    X, y = run.test_data(cfg.local_n)
+    curves = {}
+    for variant in cfg.local_variants:
+        net, _ = run.model(variant, cfg.hidden_upper)
+        curves[variant] = local_curve(net, X, y, cfg.cert_eps, extra_eps=cfg.local_eps_extra,
+                                      stop_broken=cfg.local_stop_broken, global_methods=_global_methods(cfg, variant),
+                                      cache_dir=run.out / "bound-cache", gap_tol=cfg.cert_gap_tol,
+                                      attack_seed=cfg.seed, restarts=cfg.local_restarts, steps=cfg.local_steps,
+                                      max_classes=cfg.local_max_classes, progress=run.progress)
+    plot_certify({v: {"eps": c["eps"], "methods": list(_LOCAL_LINES),
+                      "zero_one": {m: c[m] for m in _LOCAL_LINES}} for v, c in curves.items()},
+                 d / "local_certification.png", by="network", ylabel="fraction of test images",
+                 title="Per-image certificates vs the attack ceiling (issue #21)")
+    return {"curves": curves, "n_test": int(len(y))}
+
+
+_LOCAL_LINES = ("certified_fast", "certified_tight", "certified_global", "attack_accuracy")

@@ -368,7 +368,9 @@ def _tiny_config():
                      sample_eps=(0.5,), cert_variants=("nt",), cert_eps=(0.0, 0.05),
                      paper_methods=("paper-spectral", "spectral"), sound_methods=("spectral", "frobenius"),
                      tight_variants=("nt",), tight_method="aabb",
-                     attack_variants=("nt", "fro"), taus=(0.05,), n_attack=8, attack_max_iter=5)
+                     attack_variants=("nt", "fro"), taus=(0.05,), n_attack=8, attack_max_iter=5,
+                     local_variants=("nt",), local_n=8, local_eps_extra=(0.5,), local_stop_broken=1.0, local_restarts=2,
+                     local_steps=5, local_max_classes=2)
 
 
 def _markers(out):
@@ -382,7 +384,8 @@ def test_reproduce_runs_every_step_then_resumes(tmp_path, fake_mnist, monkeypatc
     status = rp.reproduce(out, cfg, data_dir=fake_mnist, progress=False, log=None)
     assert list(status) == list(rp.STEP_NAMES) and all(v != "skipped" for v in status.values())
     for f in ("fig2/fig2_lower_bound.png", "fig3/fig3_samples_nt.png", "fig4/fig4_convergence.png",
-              "fig5/fig5_certification.png", "fig11/fig11_certification.png", "fig6/fig6_stadv.png", "report.md"):
+              "fig5/fig5_certification.png", "fig11/fig11_certification.png", "local/local_certification.png",
+              "fig6/fig6_stadv.png", "report.md"):
         assert (out / f).stat().st_size > 500, f
     report = (out / "report.md").read_text()
     for heading in ("Figure 2", "Figure 4", "Figure 5", "Figure 11", "Figure 6", "paper's claim"):
@@ -435,7 +438,7 @@ def test_reproduce_interrupted_step_is_redone_and_nothing_else(tmp_path, fake_mn
     assert {"models", "fig2", "fig3", "fig4"} <= done and "fig5" not in done
     monkeypatch.setattr(step, "run", real)
     status = rp.reproduce(out, cfg, data_dir=fake_mnist, progress=False, log=None)
-    assert {k for k, v in status.items() if v != "skipped"} == {"fig5", "fig11", "fig6", "report"}
+    assert {k for k, v in status.items() if v != "skipped"} == {"fig5", "fig11", "local", "fig6", "report"}
     assert not list(out.rglob("*.part*"))  # no half-written files left behind
 
 

@@ -35,7 +35,8 @@ CONFIG = textwrap.dedent('''
                     sample_eps=(0.5,), cert_variants=("nt",), cert_eps=(0.0, 0.05),
                     paper_methods=("paper-spectral", "spectral"), sound_methods=("spectral", "frobenius"),
                     tight_variants=("nt",), tight_method="aabb", attack_variants=("nt", "fro"), taus=(0.05,),
-                    n_attack=8, attack_max_iter=5)
+                    n_attack=8, attack_max_iter=5, local_variants=("nt",), local_n=10, local_eps_extra=(0.5, 2.0),
+                    local_stop_broken=1.0, local_restarts=2, local_steps=5, local_max_classes=2)
 ''')
 _ns = {}
 exec(CONFIG, _ns)
@@ -225,6 +226,30 @@ def test_killed_with_sigkill_then_resumed_gives_the_same_outputs(finished, mnist
     assert not (out / "report.md").exists()
     rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None)
     assert _comparable(out) == _comparable(finished)
+
+
+def test_local_step_fields_and_order_of_the_certified_fractions(copy):
+    """Issue #21 deliverable 5: per network and eps, certified(fast) <= certified(tight) <= accuracy under attack
+    (the tight bound is elementwise at most the fast one; a certified image survives the attack), best global
+    certified <= attack too; budgets beyond the Fig. 5/11 grid; the table and figure in report.md."""
+    m = _io.read_sealed_json(copy / "local" / "local.json", "marker", 2)
+    assert m["provenance"]["seed"] == CFG.seed and m["summary"]["n_test"] == CFG.local_n
+    assert set(m["outputs"]) == {"local/local_certification.png"}
+    c = m["summary"]["curves"]["nt"]
+    for key in ("eps", "certified_fast", "certified_tight", "certified_global", "attack_accuracy", "gap_fast",
+                "gap_tight", "attacked_images", "global_methods", "clean_accuracy"):
+        assert key in c, key
+    assert c["eps"][:len(CFG.cert_eps)] == list(CFG.cert_eps) and len(c["eps"]) > len(CFG.cert_eps)
+    assert c["global_methods"] == ["spectral", "frobenius", "aabb"]
+    for k in range(len(c["eps"])):
+        fast, tight, glob, att = (c[f][k] for f in ("certified_fast", "certified_tight", "certified_global",
+                                                     "attack_accuracy"))
+        assert 0 <= fast <= tight <= att + 1e-12 <= c["clean_accuracy"] + 1e-12
+        assert glob <= att + 1e-12 and abs(c["gap_tight"][k] - (att - tight)) < 1e-12
+    assert all(np.diff(c["attack_accuracy"]) <= 0)  # the budget sets are nested
+    report = (copy / "report.md").read_text()
+    assert "(local/local_certification.png)" in report and "| gap (ceiling - tight) |" in report
+    assert f"| f_nt | {c['eps'][-1]:g} |" in report
 
 
 def test_markers_and_run_record_carry_the_provenance_and_the_report_prints_it(copy, mnist):
