@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, as_images, check_choice, check_class_pair, check_labels, check_positive_int, check_real
+from ._validate import (
+    as_float_array,
+    as_images,
+    check_choice,
+    check_class_pair,
+    check_labels,
+    check_positive_int,
+    check_real,
+)
 from .backend import get_backend
 from .network import OneHiddenLayerNet, relu_derivative
 from .transform import PADDINGS, warp, warp_vjp_flow

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from .experiments.audit import (  # noqa: F401
+    CHECKS,
     VERDICTS,
     Finding,
-    CHECKS,
-    run_audit,
-    write_report,
     format_markdown,
+    run_audit,
     strong_attack,
+    write_report,
 )
 
 __all__ = ["VERDICTS", "Finding", "CHECKS", "run_audit", "write_report", "format_markdown", "strong_attack"]

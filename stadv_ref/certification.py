@@ -8,8 +8,8 @@ from .attacks.flow_pgd import (  # noqa: F401
 from .upper_bounds.certification import (  # noqa: F401
     CertificationResult,
     certify,
-    pair_bounds_cached,
     clear_bound_cache,
+    pair_bounds_cached,
 )
 
 __all__ = ["CertificationResult", "certify", "pair_bounds_cached", "clear_bound_cache", "AttackResult", "flow_pgd_attack"]

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from .lower_bounds import (  # noqa: F401
-    lower_bound_attack,
-    linear_lower_bound_attack,
-    LowerBoundResult,
     LABELS,
+    LowerBoundResult,
+    linear_lower_bound_attack,
+    lower_bound_attack,
     theorem1_input,
     theorem2_input,
 )

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from .reference.sdp import (  # noqa: F401
     cholesky_upper,
-    sdp_mixing_reference,
     lambda_max_upper_reference,
+    sdp_mixing_reference,
 )
 from .upper_bounds.sdp import (  # noqa: F401
     SDPResult,
-    solve_sdp,
-    solve_ellipsoid_sdp,
     bipartite_matrix,
+    default_rank,
     dual_bound,
     dual_bound_and_grad,
-    sdp_primal_lower,
     lambda_max_upper,
-    default_rank,
+    sdp_primal_lower,
+    solve_ellipsoid_sdp,
+    solve_sdp,
 )
 
 __all__ = ["SDPResult", "solve_sdp", "solve_ellipsoid_sdp", "bipartite_matrix", "dual_bound", "dual_bound_and_grad", "sdp_primal_lower", "lambda_max_upper", "default_rank", "cholesky_upper", "sdp_mixing_reference", "lambda_max_upper_reference"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.sparse.linalg import eigsh
 from _checks import difference_quotient, dottest, fd_check
 from _settings import SETTINGS, seeds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from scipy.sparse.linalg import eigsh
 
 from stadv_ref import (
     flow_tv,

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from stadv_ref.operators import smoothness_operator
+from stadv_ref.reference.smoothness import _unpad_adjoint  # slicing only: works on any array module
 from stadv_ref.smoothness import NEIGHBORHOODS, path_matrix
 
 
@@ -114,9 +115,6 @@ def apply_L(xp, cache, fields):
 def flow_tv_grad(xp, cache, flow):
     """Gradient of Eq. (2): ``(2 L du, 2 L dv)``."""
     return 2 * apply_L(xp, cache, flow)
-
-
-from stadv_ref.reference.smoothness import _unpad_adjoint  # slicing only: works on any array module
 
 
 def _pad_flow(xp, flow, padding):

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._layout import _INL, _OPTS, BLOCK, RING, _sizes, _task
 from ._prefetch import AHEAD, SMALL, prefetch_image
 from ._simd import LANES, sample4, vjp_both4
-from ._layout import _INL, _OPTS, BLOCK, RING, _sizes, _task
 from ._warp import _NW, DERIV, FRAC, WEIGHTS, _pixel_weights, _setup
 
 

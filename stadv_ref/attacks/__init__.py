@@ -6,18 +6,18 @@
 """
 from __future__ import annotations
 
-from .stadv import (
-    StadvResult,
-    StadvObjective,
-    stadv_objective,
-    stadv_attack,
-    STADV_CODE_OPTIONS,
-    METHODS,
-)
 from .flow_pgd import (
+    SCHEDULES,
     AttackResult,
     flow_pgd_attack,
-    SCHEDULES,
+)
+from .stadv import (
+    METHODS,
+    STADV_CODE_OPTIONS,
+    StadvObjective,
+    StadvResult,
+    stadv_attack,
+    stadv_objective,
 )
 
 __all__ = ["StadvResult", "StadvObjective", "stadv_objective", "stadv_attack", "STADV_CODE_OPTIONS", "METHODS", "AttackResult", "flow_pgd_attack", "SCHEDULES"]

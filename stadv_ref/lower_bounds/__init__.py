@@ -18,8 +18,8 @@ Modules, bottom to top (each imports only those above it in this list):
 from __future__ import annotations
 
 from .attack import (
-    lower_bound_attack,
     linear_lower_bound_attack,
+    lower_bound_attack,
 )
 from .linear import theorem2_input
 from .result import LABELS, LowerBoundResult

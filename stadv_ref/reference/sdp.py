@@ -8,11 +8,9 @@ r"""Section 4.1 reference kernels: the bipartite mixing-method ascent and a prov
 """
 from __future__ import annotations
 
-
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
-
 
 __all__ = [
     "sdp_mixing_reference",

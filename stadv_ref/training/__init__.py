@@ -9,20 +9,20 @@
 """
 from __future__ import annotations
 
-from .settings import (
-    VARIANTS,
-    DEFAULTS,
-    DEFAULT_EPOCHS,
-    QUICK_EPOCHS,
-    QUICK_N_TRAIN,
-)
+from .cache import default_model_dir, load_or_train, model_path
 from .objectives import (
-    hinge_loss,
     cross_entropy_loss,
+    hinge_loss,
     sdp_pair_bounds,
 )
+from .settings import (
+    DEFAULT_EPOCHS,
+    DEFAULTS,
+    QUICK_EPOCHS,
+    QUICK_N_TRAIN,
+    VARIANTS,
+)
 from .trainer import TrainResult, train
-from .cache import load_or_train, model_path, default_model_dir
 
 __all__ = ["VARIANTS", "DEFAULTS", "DEFAULT_EPOCHS", "QUICK_EPOCHS", "QUICK_N_TRAIN", "TrainResult", "train",
            "load_or_train", "model_path", "default_model_dir", "hinge_loss", "cross_entropy_loss",

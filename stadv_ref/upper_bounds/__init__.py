@@ -12,34 +12,34 @@
 """
 from __future__ import annotations
 
-from .closed_form import (
-    UpperBoundResult,
-    upper_bound,
-    class_pair_bounds,
-    METHODS,
-    SOUND_METHODS,
-    input_constant,
-)
-from .sdp import solve_sdp, sdp_primal_lower
-from .sdp_result import SDPResult
-from .sdp_ellipsoid import solve_ellipsoid_sdp
-from .sdp_dual import (
-    bipartite_matrix,
-    dual_bound,
-    dual_bound_and_grad,
-    sdp_dual_gradient,
-    DualGradient,
-    lambda_max_upper,
-    default_rank,
-)
-from .local import local_pair_bounds, ellipsoid_max
+from ..network import LinearClassifier
 from .certification import (
     CERTIFY_METHODS,
     CertificationResult,
     certify,
-    pair_bounds_cached,
     clear_bound_cache,
+    pair_bounds_cached,
 )
-from ..network import LinearClassifier
+from .closed_form import (
+    METHODS,
+    SOUND_METHODS,
+    UpperBoundResult,
+    class_pair_bounds,
+    input_constant,
+    upper_bound,
+)
+from .local import ellipsoid_max, local_pair_bounds
+from .sdp import sdp_primal_lower, solve_sdp
+from .sdp_dual import (
+    DualGradient,
+    bipartite_matrix,
+    default_rank,
+    dual_bound,
+    dual_bound_and_grad,
+    lambda_max_upper,
+    sdp_dual_gradient,
+)
+from .sdp_ellipsoid import solve_ellipsoid_sdp
+from .sdp_result import SDPResult
 
 __all__ = ["UpperBoundResult", "upper_bound", "class_pair_bounds", "METHODS", "SOUND_METHODS", "input_constant", "SDPResult", "solve_sdp", "solve_ellipsoid_sdp", "bipartite_matrix", "dual_bound", "dual_bound_and_grad", "sdp_dual_gradient", "DualGradient", "sdp_primal_lower", "lambda_max_upper", "default_rank", "local_pair_bounds", "ellipsoid_max", "CERTIFY_METHODS", "CertificationResult", "certify", "pair_bounds_cached", "clear_bound_cache", "LinearClassifier"]

@@ -44,7 +44,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, as_images, check_budget, check_choice, check_input_range, check_labels, check_positive_int
+from .._validate import (
+    as_float_array,
+    as_images,
+    check_budget,
+    check_choice,
+    check_input_range,
+    check_labels,
+    check_positive_int,
+)
 from ..backend import get_backend
 from ..network import OneHiddenLayerNet
 from ..operators import aabb_radii, smoothness_operator

@@ -17,12 +17,12 @@ import itertools
 
 import numpy as np
 import pytest
+from _settings import SETTINGS as CORE_SETTINGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import stadv_ref
-from _settings import SETTINGS as CORE_SETTINGS
 from stadv_ref.kernels import KERNELS
 
 # the suite's settings (30 derandomized examples, no deadline); the ``backend`` fixture

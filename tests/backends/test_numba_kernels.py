@@ -16,9 +16,9 @@ import itertools
 
 import numpy as np
 import pytest
+from test_crosscheck import TOL
 
 from stadv_ref.reference import warp as T
-from test_crosscheck import TOL
 
 stadv_numba = pytest.importorskip("stadv_numba", reason="the numba extra is not installed")
 from stadv_numba import _warp, _warp_packed  # noqa: E402

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import stadv_ref
+from stadv_ref.cli import main
 from stadv_ref.experiments import audit
 from stadv_ref.experiments.audit import checks_lower, checks_transform, checks_upper
-from stadv_ref.cli import main
 
 FAST = ["warp", "E1", "E2", "E3", "E4", "E11", "E6", "E7", "E8", "thm2", "E14"]
 

@@ -8,11 +8,11 @@ import pytest
 from _checks import dottest
 
 import stadv_ref
+from stadv_ref.adversarial_loss import adv_loss_exact, adv_loss_linearized, adv_loss_path_integral
 from stadv_ref.lower_bounds import theorem1_input
 from stadv_ref.lower_bounds.flows import ellipsoid_argmax, partial_adjoint, partial_apply
 from stadv_ref.lower_bounds.linear import theorem2_operator
 from stadv_ref.lower_bounds.objectives import LinearObjective, NetObjective, probe
-from stadv_ref.adversarial_loss import adv_loss_exact, adv_loss_linearized, adv_loss_path_integral
 from stadv_ref.operators import dense_smoothness_power, smoothness_norm
 
 

@@ -6,12 +6,12 @@ import pytest
 
 import stadv_ref
 from stadv_ref.attacks import flow_pgd_attack
+from stadv_ref.upper_bounds import upper_bound
 from stadv_ref.upper_bounds.certification import (
     certify,
     clear_bound_cache,
     pair_bounds_cached,
 )
-from stadv_ref.upper_bounds import upper_bound
 
 
 def _net_and_data(seed=0, H=4, m=6, K=3, N=40):

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stadv_ref
-from stadv_ref.upper_bounds import sdp, sdp_dual
 from stadv_ref.operators import aabb_radii, smoothness_operator
+from stadv_ref.upper_bounds import sdp, sdp_dual
 
 
 def _rand_A(seed, m, d):

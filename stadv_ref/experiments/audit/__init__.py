@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from ..._validate import check_positive_int
 from ...attacks.flow_pgd import flow_pgd_attack
 from ...transform import tied
-from . import checks_transform, checks_lower, checks_upper  # noqa: F401  (registration order = report order)
+from . import checks_lower, checks_transform, checks_upper  # noqa: F401  (registration order = report order)
 from ._framework import CHECKS, VERDICTS, Finding, _Ctx, _jsonable
 from .report import format_markdown, write_report
 
