@@ -248,7 +248,7 @@ def attack_curve(net, X, y, taus, *, method="batched", max_iter=200, kappa=0.0, 
 
 
 def local_curve(net, X, y, eps_list, *, extra_eps=(), stop_broken=0.5, global_methods=("spectral",), cache_dir=None,
-                gap_tol=1e-5, seed=0, attack_seed=0, restarts=4, steps=50, max_classes=3, progress=True):
+                gap_tol=1e-5, seed=0, attack_seed=0, restarts=3, steps=40, max_classes=2, progress=True):
     """Certified accuracy (per-image fast and tight, best global) and accuracy under attack per budget.
 
     The budgets are ``eps_list`` (all of them), then those of ``extra_eps`` above it in increasing
