@@ -337,7 +337,7 @@ def export_docs(out, dest):
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     text = (out / "report.md").read_text()
-    for png in sorted(out.glob("fig*/*.png")):
+    for png in sorted(p for p in out.glob("*/*.png") if p.parent.name != "models"):
         atomic_write_bytes(dest / png.name, png.read_bytes())
         text = text.replace(f"({png.parent.name}/{png.name})", f"({png.name})")
         written.append(str(dest / png.name))
