@@ -83,10 +83,9 @@ def _load(name):
     try:
         be = eps[name].load()
     except ImportError as exc:
-        raise BackendError(
-            f"backend {name!r} cannot be loaded ({exc}); install it with: "
-            f"{hint or 'the package that provides it'}"
-        ) from exc
+        how = hint or "the package that provides it"
+        tail = "" if "install it with" in str(exc) else f"; install it with: {how}"  # the backend may say it
+        raise BackendError(f"backend {name!r} cannot be loaded ({exc}){tail}") from exc
     missing = [k for k in KERNELS + ("name", "xp") if not hasattr(be, k)]
     if missing:
         raise BackendError(f"backend {name!r} does not implement {missing}")

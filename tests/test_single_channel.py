@@ -42,7 +42,6 @@ CALLS = {
 }
 _AS_IMAGES = "needs as_images (stadv_ref._validate) instead of as_float_array for its image batch"
 PENDING = {
-    "stadv_attack": f"attacks/objective.py StadvObjective: x {_AS_IMAGES}",
 }
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, check_choice
+from .._validate import as_float_array, as_images, check_budget, check_choice
 from ..backend import get_backend
 from ..network import OneHiddenLayerNet
 from ..smoothness import FLOW_PADDINGS, NEIGHBORHOODS, stadv_flow_loss
@@ -74,7 +74,7 @@ class StadvObjective:
         if net.binary:
             raise ValueError("net must be a multi-class network (stAdv uses the CW margin over logits)")
         H, W = net.image_shape
-        x = as_float_array("x", x, ndim=(2, 3), dtype=np.float64)
+        x = as_images("x", x, ndim=(2, 3), dtype=np.float64)
         if x.ndim == 2:
             if x.shape == (H, W):
                 x = x[None]

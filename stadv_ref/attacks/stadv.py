@@ -39,8 +39,8 @@ from ..backend import current_backend_name
 from ..operators import smoothness_norm
 from ..smoothness import flow_tv
 from .engine import default_workers, run_chunks, single_threaded
-from .lbfgs_round import FTOL, LINE_SEARCH_FAILED
 from .lbfgs import _reference_lbfgsb
+from .lbfgs_round import FTOL, LINE_SEARCH_FAILED
 from .objective import STADV_CODE_OPTIONS, StadvObjective, _KernelObjective, _np, stadv_objective
 
 __all__ = [
