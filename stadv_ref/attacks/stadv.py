@@ -167,8 +167,9 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
         Images in ``[0, 1]``.
     y : array_like of int, shape (N,)
         True labels.
-    tau : float
-        Weight of the flow loss (``0.05`` in stAdv; Figure 6 uses ``[0, 0.1]``).
+    tau : float or sequence of float
+        Weight of the flow loss (``0.05`` in stAdv; Figure 6 uses ``[0, 0.1]``). A 1-D
+        sequence runs the attack once per value and returns a list of results.
     target : array_like of int, shape (N,), optional
         Target classes for a targeted attack.
     kappa : float
@@ -203,13 +204,21 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
 
     Returns
     -------
-    StadvResult
+    StadvResult, or list of StadvResult (one per value when ``tau`` is a sequence)
 
     Examples
     --------
     >>> res = stadv_attack(net, X[:100], y[:100], tau=0.05)   # doctest: +SKIP
     >>> res.success_rate, res.l_diff.mean()                   # doctest: +SKIP
     """
+    if isinstance(tau, (list, tuple, np.ndarray)):
+        taus = np.asarray(tau, dtype=object)
+        if taus.ndim != 1 or taus.size == 0:
+            raise ValueError(f"tau must be a number or a non-empty 1-D sequence of numbers, got {tau!r}")
+        return [stadv_attack(net, x, y, t.item() if isinstance(t, np.generic) else t, target=target, kappa=kappa,
+                             method=method, max_iter=max_iter, memory=memory, batch_size=batch_size,
+                             neighborhood=neighborhood, flow_padding=flow_padding, warp_padding=warp_padding,
+                             flow_eps=flow_eps, progress=progress, dtype=dtype, workers=workers) for t in taus]
     opts = dict(target=target, kappa=kappa, neighborhood=neighborhood, flow_padding=flow_padding,
                 warp_padding=warp_padding, flow_eps=flow_eps)
     obj = StadvObjective(net, x, y, tau, **opts)

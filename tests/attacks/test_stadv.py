@@ -222,3 +222,18 @@ def test_bad_net():
     binary = stadv_ref.OneHiddenLayerNet(np.ones((2, 16)), np.ones(2))
     with pytest.raises(ValueError, match="net"):
         stadv_attack(binary, np.zeros((1, 4, 4)), [0], 0.05)
+
+
+def test_tau_as_a_list_runs_once_per_value():
+    """#20: tau may be a list in the API; each result equals the single-tau call."""
+    rng = np.random.default_rng(3)
+    net = stadv_ref.OneHiddenLayerNet(rng.standard_normal((8, 25)), rng.standard_normal((3, 8)))
+    X = rng.uniform(0, 1, (4, 5, 5))
+    y = net.predict(X)
+    several = stadv_attack(net, X, y, [0.0, 0.05], max_iter=20, progress=False)
+    assert isinstance(several, list) and len(several) == 2
+    for t, res in zip([0.0, 0.05], several):
+        one = stadv_attack(net, X, y, t, max_iter=20, progress=False)
+        np.testing.assert_array_equal(res.flow, one.flow)
+    with pytest.raises(ValueError, match="tau"):
+        stadv_attack(net, X, y, [], progress=False)
