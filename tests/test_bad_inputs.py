@@ -281,7 +281,7 @@ SPECS = {
         flow=Arg("choice", "tied"), padding=Arg("choice", "zeros"), tightness=Arg("choice", "fast"),
         chunk_size=Arg("count", 2))),
     "stadv_attack": Spec(s.stadv_attack, dict(
-        net=Arg("net", NET), x=A(X, (3,), (0, 1, 2)), y=Arg("labels", Y), tau=Arg("budget", 0.05),
+        net=Arg("net", NET), x=A(X, (3,), (0, 1, 2)), y=Arg("labels", Y), tau=Arg("budget", 0.05, array_ok=True),
         method=Arg("choice", "batched"), max_iter=Arg("count", 3), batch_size=Arg("count", 2)),
         fixed=NOPROG),
     "flow_pgd_attack": Spec(s.flow_pgd_attack, dict(
