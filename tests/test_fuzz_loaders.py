@@ -306,6 +306,13 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                                                                                      max_size=3), max_leaves=10)
 
 
+def _same_json(a, b):
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
+        return False
+
+
 @FEW
 @given(st.data())
 def test_fuzz_step_outputs_and_markers(finished_run, data):
@@ -326,7 +333,10 @@ def test_fuzz_step_outputs_and_markers(finished_run, data):
             cfg = rp.Config(mode="test", epochs={})
             status, warned = _quiet(rp.reproduce, out, cfg, progress=False, log=None)
             owner = Path(target).parts[0]
-            if new != raw and owner in rp.STEP_NAMES:
+            # A step's marker is sealed over its parsed content: an edit that leaves the same JSON
+            # (e.g. a deleted newline) changes nothing a reader sees, so reusing the step is right.
+            same_marker = target == f"{owner}/{owner}.json" and _same_json(raw, new)
+            if new != raw and owner in rp.STEP_NAMES and not same_marker:
                 assert status[owner] != "skipped" and any(target.split("/")[-1] in w for w in warned)
             again, warned = _quiet(rp.reproduce, out, cfg, progress=False, log=None)
         assert set(again.values()) == {"skipped"} and not warned  # the folder is consistent again
