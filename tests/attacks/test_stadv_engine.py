@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _stadv_cases import H, K, W, _images, _net  # noqa: F401
 
 import stadv_ref
 from stadv_ref.attacks import STADV_CODE_OPTIONS, StadvObjective, stadv_attack
@@ -20,27 +21,7 @@ from stadv_ref.attacks.lbfgs_round import (
 )
 from stadv_ref.attacks.objective import _KernelObjective
 
-H = W = 10
-K = 4
 TOL = 1e-3  # the engine's objective <= the reference's + TOL, image by image
-
-
-def _images(n, seed=0):
-    rng = np.random.default_rng(seed)
-    rr, cc = np.mgrid[0:H, 0:W]
-    X = np.zeros((n, H, W))
-    for i in range(n):
-        for _ in range(3):
-            r0, c0 = rng.uniform(2, H - 3, 2)
-            X[i] += np.exp(-((rr - r0) ** 2 + (cc - c0) ** 2) / rng.uniform(1.5, 4))
-    return np.clip(X, 0, 1)
-
-
-def _net(seed=0, m=30):
-    rng = np.random.default_rng(seed)
-    return stadv_ref.OneHiddenLayerNet(rng.standard_normal((m, H * W)) / np.sqrt(H * W),
-                                       rng.standard_normal((K, m)) / np.sqrt(m),
-                                       c=rng.standard_normal(K) * 0.1, image_shape=(H, W))
 
 
 @pytest.fixture(scope="module")
