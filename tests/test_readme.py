@@ -7,6 +7,10 @@ skipped without torch, and a block that trains a full-scale network (``load_or_t
 ``quick=True``) is marked slow and runs only with ``STADV_RUN_SLOW=1``. A block that is only a
 fragment (it uses names it does not define) says so with a ``# fragment`` comment and is only
 compiled.
+
+The numbers the README quotes from a committed output (a ``<!-- numbers from PATH -->`` block:
+docs/quick/report.md of ``stadv reproduce --quick``, docs/audit.md of ``stadv audit``) must appear
+in that file, so an edited or stale number fails.
 """
 from __future__ import annotations
 
@@ -62,3 +66,46 @@ def test_readme_snippet_runs(code, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, f"snippet failed:\n{code}\n--- stderr ---\n{proc.stderr[-3000:]}"
+
+
+# Numbers the README quotes from a committed output (issue #20: one figure pipeline). A line
+# ``<!-- numbers from PATH -->`` marks the next block (paragraph or table); every number in it must
+# appear verbatim in PATH. Signs count where written ("-0.098", "+0.078"); a hyphen between two
+# numbers is a range ("1.39-1.76"), not a sign.
+_MARKER = re.compile(r"^<!-- numbers from (\S+) -->$", re.M)
+_NUMBER = re.compile(r"(?:(?<=[\s(|,:])[-+])?(?<![\d.])(?<!Section )\d+\.\d+|(?<![\d.])\d+%|(?<![\d.])\d+/\d+(?![\d.])")
+_SOURCED_SECTIONS = ("## Impossibility: Theorems 1-2", "## stAdv attack, trained networks and Figure 6")
+
+
+def _marked_blocks():
+    """(source path, README line, block text) of every marked block."""
+    text = README.read_text(encoding="utf-8")
+    out = []
+    for m in _MARKER.finditer(text):
+        rest = text[m.end():].lstrip("\n")
+        block = rest.split("\n\n", 1)[0]
+        out.append((m.group(1), text.count("\n", 0, m.start()) + 1, block))
+    return out
+
+
+def _section(text, heading):
+    start = text.index(heading)
+    nxt = text.find("\n## ", start + 1)
+    return text[start:] if nxt < 0 else text[start:nxt]
+
+
+def test_readme_numbers_come_from_committed_outputs():
+    text = README.read_text(encoding="utf-8")
+    for heading in _SOURCED_SECTIONS:  # each section quotes the main job's report, through a marked block
+        sec = _section(text, heading)
+        assert "<!-- numbers from docs/quick/report.md -->" in sec, heading
+        for img in re.findall(r"!\[[^]]*\]\(([^)]+)\)", sec):  # its figures are the main job's
+            assert img.startswith("docs/quick/") and (REPO / img).exists(), (heading, img)
+    blocks = _marked_blocks()
+    assert len(blocks) >= 4
+    for source, line, block in blocks:
+        numbers = _NUMBER.findall(block)
+        assert numbers, f"README.md:{line}: a marked block without numbers"
+        ref = (REPO / source).read_text(encoding="utf-8")
+        missing = [n for n in numbers if not re.search(r"(?<![\d.])" + re.escape(n) + r"(?![\d])", ref)]
+        assert not missing, f"README.md:{line}: {missing} not in {source}"
