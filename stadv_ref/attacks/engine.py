@@ -45,7 +45,9 @@ from tqdm.auto import tqdm
 from .lbfgs import _Best
 from .lbfgs_round import RUNNING, lbfgs_round, round_kernel
 
-__all__ = ["batched_lbfgs", "run_chunks", "default_workers", "single_threaded"]
+__all__ = ["batched_lbfgs", "run_chunks", "default_workers", "single_threaded", "core_limit"]
+
+_CORE_LIMIT = []  # innermost :func:`core_limit` last
 
 
 def _empty_round(dt):
@@ -56,11 +58,27 @@ def _empty_round(dt):
 
 
 def default_workers():
-    """The CPU cores this process may use."""
+    """The CPU cores this process may use (at most the innermost :func:`core_limit`)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+    return min([n] + _CORE_LIMIT[-1:])
+
+
+@contextlib.contextmanager
+def core_limit(n):
+    """Inside the block :func:`default_workers` returns at most ``n`` and BLAS and Numba run ``n`` threads.
+
+    A reproduction job (:mod:`stadv_ref.experiments.jobs`) runs under ``core_limit(1)``: its numbers
+    then do not depend on the machine or on how many jobs share it.
+    """
+    _CORE_LIMIT.append(max(1, int(n)))
+    try:
+        with threadpool_limits(limits=_CORE_LIMIT[-1], user_api="blas"), _numba_threads(_CORE_LIMIT[-1]):
+            yield
+    finally:
+        _CORE_LIMIT.pop()
 
 
 @contextlib.contextmanager

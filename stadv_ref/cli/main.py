@@ -207,6 +207,13 @@ def _add_reproduce_audit(sub):
     s.add_argument("--only", nargs="+", choices=STEP_NAMES, metavar="STEP",
                    help=f"run only these steps (and missing prerequisites): {', '.join(STEP_NAMES)}")
     s.add_argument("--force", nargs="+", choices=STEP_NAMES, metavar="STEP", help="recompute these steps")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_pos_int("--workers", 1), metavar="N",
+                       help="processes of the local pool that runs the steps' jobs (default: one per core; "
+                       "1: in this process); the numbers do not depend on it")
+    where.add_argument("--dask-scheduler", metavar="ADDRESS",
+                       help="run the jobs on this Dask cluster (tcp://host:8786; needs the [dask] extra; its "
+                       "workers must see the same data, cache and output paths)")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("audit", help="numerical audit of every equation and claim",

@@ -44,7 +44,8 @@ def cmd_reproduce(args):
     with _mnist_hint(args.data_dir):
         status = pipeline.reproduce(out, cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, only=args.only,
                                     force=args.force or (), progress=_progress(args),
-                                    log=None if args.quiet else print)
+                                    log=None if args.quiet else print, workers=args.workers,
+                                    dask_scheduler=args.dask_scheduler)
     ran = [k for k, v in status.items() if v != "skipped"]
     report = f"; report -> {out / 'report.md'}" if "report" in status else ""
     _say(args, f"reproduce ({cfg.mode}) finished in {time.perf_counter() - t0:.1f} s; ran {len(ran)} step(s), "

@@ -40,6 +40,7 @@ run single steps of this pipeline.
 """
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,7 @@ from .._io import (
 from .._provenance import provenance
 from ..backend import current_backend_name
 from .curves import attack_curve, certify_curve, local_curve, lower_bound_curve, soundness_spot_check
+from .jobs import make_executor
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
 from .steps import (
@@ -240,7 +242,8 @@ def _previous_seconds(path):
     return seconds
 
 
-def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=(), progress=True, log=print):
+def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=(), progress=True, log=print,
+              workers=None, dask_scheduler=None):
     """Run (or resume) the reproduction into ``out``.
 
     Parameters
@@ -261,6 +264,12 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
         tqdm progress bars.
     log : callable
         Receives one line per step (``None`` to silence).
+    workers : int, optional
+        Processes of the local pool that runs the steps' jobs (:mod:`.jobs`); default one per core,
+        ``1`` runs them in this process. Every job is single-threaded, so the numbers do not depend on it.
+    dask_scheduler : str or distributed.Client, optional
+        Run the jobs on this Dask cluster instead (``tcp://host:8786``; needs the ``[dask]`` extra,
+        and workers that see the same data, cache and output paths).
 
     Returns
     -------
@@ -274,6 +283,12 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
         raise ValueError(f"unknown step(s) {unknown}; steps are {list(STEP_NAMES)}")
     run = _Run(out, cfg, data_dir, cache_dir, progress)
     run.out.mkdir(parents=True, exist_ok=True)
+    with make_executor(workers, dask_scheduler) as run.executor:
+        return _drive(run, cfg, only, force, log)
+
+
+def _drive(run, cfg, only, force, log):
+    """:func:`reproduce` after its checks: run the steps in order, skip the finished ones."""
     by_name = {s.name: s for s in STEPS}
     wanted = list(only) if only else list(STEP_NAMES)
     order = []
@@ -299,6 +314,10 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
             status[name] = "skipped"
             log(f"[{name}] outputs exist, skipped")
             continue
+        if name in force or set(step.needs) & rerun or run.marker(name).is_file():
+            # a recomputation (forced, inputs changed, or another setting/damage): earlier job results go;
+            # without a marker the step was interrupted and its stored jobs are resumed
+            shutil.rmtree(run.out / name / "jobs", ignore_errors=True)
         log(f"[{name}] {step.description} ...")
         t0, c0 = time.perf_counter(), time.process_time()
         run.provenance = provenance(backend=current_backend_name(), seed=cfg.seed)  # report.md prints it
@@ -315,6 +334,7 @@ def reproduce(out, cfg=None, *, data_dir=None, cache_dir=None, only=None, force=
     seconds = _previous_seconds(run.out / "run.json")
     seconds.update({k: v for k, v in status.items() if v != "skipped"})
     atomic_write_sealed_json(run.out / "run.json", {"config": asdict(cfg), "seconds": seconds, "last_status": status,
+                                                    "executor": run.executor.describe(),
                                                     "provenance": provenance(backend=current_backend_name(),
                                                                              seed=cfg.seed)})
     return status

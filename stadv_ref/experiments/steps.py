@@ -1,7 +1,11 @@
 r"""The steps of ``stadv reproduce``: each computes one figure from the library and returns its summary.
 
 A step is a function ``step(run) -> dict`` of a :class:`_Run` (output directory, settings, cached
-networks and test data). It writes its PNG (and array) files into ``<out>/<step>/``; the summary it
+networks and test data, the executor of its jobs). The steps ``models``, ``fig5``, ``fig11``, ``local``
+and ``fig6`` split their work into independent jobs (:mod:`.jobs`, :mod:`.shards`: one network's
+training, one network's bounds by one method, one network's per-image certificates, one (network,
+``tau``) attack) that run on a local process pool or a Dask cluster and are stored as they finish,
+so a killed run resumes from the last finished job. It writes its PNG (and array) files into ``<out>/<step>/``; the summary it
 returns becomes the step's marker ``<out>/<step>/<step>.json``, written last by
 :func:`stadv_ref.experiments.pipeline.reproduce`.
 
@@ -26,15 +30,17 @@ recomputed, with a warning naming the file.
 """
 from __future__ import annotations
 
-import time
+import os
 import warnings
 from pathlib import Path
 
 from .._io import atomic_savez, read_npz, read_sealed_json, seal_arrays, sha256_file, unseal_arrays
 from ..data import load_mnist
 from ..training import load_or_train, model_path
-from .curves import attack_curve, certify_curve, local_curve, lower_bound_curve, soundness_spot_check
+from .curves import certify_curve, lower_bound_curve, soundness_spot_check
+from .jobs import Job, LocalPool, run_jobs
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples
+from .shards import attack_network, certify_network, local_network, merge_attack, merge_certify, train_network
 
 MARKER_VERSION = 2
 """``format_version`` of the step markers (1: no seal and no output hashes; recomputed)."""
@@ -45,12 +51,13 @@ OUTPUT_VERSION = 1
 class _Run:
     """Context of one reproduction run: output directory, settings, data and model access, markers."""
 
-    def __init__(self, out, cfg, data_dir, cache_dir, progress):
+    def __init__(self, out, cfg, data_dir, cache_dir, progress, executor=None):
         self.out = Path(out)
         self.cfg = cfg
         self.data_dir = data_dir
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "models"
         self.progress = progress
+        self.executor = executor or LocalPool(1)  # where the steps' jobs run (:mod:`.jobs`)
         self.provenance = None  # set by the driver: the provenance block of this invocation
         self._test = None
         self._warned = set()
@@ -68,6 +75,26 @@ class _Run:
     def model(self, variant, hidden):
         return load_or_train(variant, **self._model_args(variant, hidden), data_dir=self.data_dir,
                              progress=self.progress, with_metadata=True)
+
+    def job_data_dir(self):
+        """The MNIST directory as a job sees it (``STADV_DATA_DIR`` resolved here, absolute)."""
+        d = self.data_dir if self.data_dir is not None else os.environ.get("STADV_DATA_DIR")
+        return None if d is None else str(Path(d).resolve())
+
+    def job_model(self, variant, hidden):
+        """The arguments of a job that uses network ``(variant, hidden)``: ``load_or_train``'s keywords and,
+        once it is trained, its file's sha256 (a retrained network makes the job run again)."""
+        args = self._model_args(variant, hidden)
+        del args["hidden"]
+        args["cache_dir"] = str(Path(args["cache_dir"]).resolve())
+        args["data_dir"] = self.job_data_dir()
+        path = model_path(variant, **self._model_args(variant, hidden))
+        return {"variant": variant, "hidden": hidden, "model": args,
+                "model_sha256": sha256_file(path) if path.is_file() else None}
+
+    def jobs(self, step, jobs, desc):
+        """Run ``jobs`` of ``step`` on the run's executor (results stored in ``<out>/<step>/jobs/``)."""
+        return run_jobs(jobs, self.out / step / "jobs", self.executor, progress=self.progress, desc=desc)
 
     def test_data(self, n):
         if self._test is None or len(self._test[1]) < n:
@@ -149,16 +176,17 @@ def _models_needed(cfg):
 
 def step_models(run):
     """Train (or load) every network the other steps use; their accuracies (appendix 6.8)."""
-    cfg = run.cfg
-    rows = []
-    for variant, hidden in _models_needed(cfg):
-        t0 = time.perf_counter()
-        net, meta = run.model(variant, hidden)
-        rows.append(dict(variant=variant, hidden=hidden, test_accuracy=meta.get("test_accuracy"),
-                         train_accuracy=meta.get("train_accuracy"), epochs=meta.get("epochs"),
-                         n_train=meta.get("n_train"), seconds=round(time.perf_counter() - t0, 2),
-                         test_accuracy_with_stn=meta.get("test_accuracy_with_stn")))
+    jobs = []
+    for variant, hidden in _models_needed(run.cfg):
+        m = run.job_model(variant, hidden)
+        jobs.append(Job(f"{variant}-h{hidden}", train_network, {k: m[k] for k in ("variant", "hidden", "model")},
+                        cost=_TRAIN_COST.get(variant, 1.0)))
+    rows = run.jobs("models", jobs, "train")
     return {"models": rows, "cache_dir": str(run.cache_dir)}
+
+
+_TRAIN_COST = {"sdp": 10.0, "at": 6.0, "stn": 2.0, "spe": 1.5, "fro": 1.2}
+"""Relative training times (measured at 60,000 images): the pool starts the longest first."""
 
 
 def step_fig2(run):
@@ -233,20 +261,30 @@ def _cert_step(run, step, methods, title, by, extra=None, spot_variant=None):
     cfg = run.cfg
     d = run.dir(step)
     X, y = run.test_data(cfg.n_test)
-    curves, summary = {}, {}
+    cache = str((run.out / "bound-cache").resolve())
+    jobs, parts = [], {}
     for variant in cfg.cert_variants:
-        net, _ = run.model(variant, cfg.hidden_upper)
         ms = tuple(methods) + tuple(m for m in (extra or {}).get(variant, ()) if m not in methods)
-        spot = variant == spot_variant
-        curves[variant] = certify_curve(net, X, y, cfg.cert_eps, ms, cache_dir=run.out / "bound-cache",
-                                        gap_tol=cfg.cert_gap_tol, progress=run.progress, keep=spot)
-        if spot:
-            res = curves[variant].pop("results")[cfg.tight_method]
-            points = soundness_spot_check(net, X, y, res.certified_radius, n_points=cfg.spot_check_points,
-                                          seed=cfg.seed)
-            summary["spot_check"] = {"network": variant, "method": cfg.tight_method, "points": points}
+        for m in ms:
+            jobs.append(Job(f"{variant}-{m}", certify_network, dict(
+                run.job_model(variant, cfg.hidden_upper), data_dir=run.job_data_dir(), n_test=cfg.n_test,
+                eps=list(cfg.cert_eps), method=m, cache_dir=cache, gap_tol=cfg.cert_gap_tol),
+                cost=_BOUND_COST.get(m, 1.0)))
+            parts.setdefault(variant, []).append(len(jobs) - 1)
+    results = run.jobs(step, jobs, "bounds")
+    curves = {v: merge_certify([results[i] for i in idx]) for v, idx in parts.items()}
+    summary = {}
+    if spot_variant is not None:  # the bounds are in the cache: this only certifies again
+        net, _ = run.model(spot_variant, cfg.hidden_upper)
+        res = certify_curve(net, X, y, cfg.cert_eps, (cfg.tight_method,), cache_dir=cache, gap_tol=cfg.cert_gap_tol,
+                            progress=False, keep=True)["results"][cfg.tight_method]
+        points = soundness_spot_check(net, X, y, res.certified_radius, n_points=cfg.spot_check_points, seed=cfg.seed)
+        summary["spot_check"] = {"network": spot_variant, "method": cfg.tight_method, "points": points}
     plot_certify(curves, d / f"{step}_certification.png", by=by, title=title)
     return {"curves": curves, "n_test": int(len(y)), **summary}
+
+
+_BOUND_COST = {"tight": 8.0, "sdp": 4.0, "paper-frobenius": 0.5, "paper-spectral": 0.5}
 
 
 def step_fig5(run):
@@ -273,13 +311,14 @@ def step_fig6(run):
     """Fig. 6: stAdv success rate and adversarial accuracy vs ``tau`` for every attacked network."""
     cfg = run.cfg
     d = run.dir("fig6")
-    X, y = run.test_data(cfg.n_attack)
-    curves = {}
-    for variant in cfg.attack_variants:
-        net, _ = run.model(variant, cfg.hidden_upper)
-        curves[variant] = attack_curve(net, X, y, cfg.taus, max_iter=cfg.attack_max_iter, progress=run.progress)
+    jobs = [Job(f"{v}-tau{t:g}", attack_network, dict(run.job_model(v, cfg.hidden_upper), data_dir=run.job_data_dir(),
+                                                       n_test=cfg.n_attack, tau=float(t), max_iter=cfg.attack_max_iter))
+            for v in cfg.attack_variants for t in cfg.taus]
+    results = run.jobs("fig6", jobs, "stAdv")
+    k = len(cfg.taus)
+    curves = {v: merge_attack(results[i * k:(i + 1) * k]) for i, v in enumerate(cfg.attack_variants)}
     plot_attack(curves, d / "fig6_stadv.png", title="stAdv attack vs tau (Fig. 6)")
-    return {"curves": curves, "n_attack": int(len(y))}
+    return {"curves": curves, "n_attack": int(curves[cfg.attack_variants[0]]["n"]) if curves else 0}
 
 
 def _global_methods(cfg, variant):
@@ -296,20 +335,20 @@ def step_local(run):
     and accuracy under the flow attack, vs ``eps`` (Figs. 5/11's grid, then ``local_eps_extra``)."""
     cfg = run.cfg
     d = run.dir("local")
-    X, y = run.test_data(cfg.local_n)
-    curves = {}
-    for variant in cfg.local_variants:
-        net, _ = run.model(variant, cfg.hidden_upper)
-        curves[variant] = local_curve(net, X, y, cfg.cert_eps, extra_eps=cfg.local_eps_extra,
-                                      stop_broken=cfg.local_stop_broken, global_methods=_global_methods(cfg, variant),
-                                      cache_dir=run.out / "bound-cache", gap_tol=cfg.cert_gap_tol,
-                                      attack_seed=cfg.seed, restarts=cfg.local_restarts, steps=cfg.local_steps,
-                                      max_classes=cfg.local_max_classes, progress=run.progress)
+    cache = str((run.out / "bound-cache").resolve())
+    jobs = [Job(v, local_network, dict(
+        run.job_model(v, cfg.hidden_upper), data_dir=run.job_data_dir(), n_test=cfg.local_n, eps=list(cfg.cert_eps),
+        options=dict(extra_eps=list(cfg.local_eps_extra), stop_broken=cfg.local_stop_broken,
+                     global_methods=list(_global_methods(cfg, v)), cache_dir=cache, gap_tol=cfg.cert_gap_tol,
+                     attack_seed=cfg.seed, restarts=cfg.local_restarts, steps=cfg.local_steps,
+                     max_classes=cfg.local_max_classes))) for v in cfg.local_variants]
+    curves = dict(zip(cfg.local_variants, run.jobs("local", jobs, "local")))
+    n_test = next(iter(curves.values()))["n"] if curves else 0
     plot_certify({v: {"eps": c["eps"], "methods": list(_LOCAL_LINES),
                       "zero_one": {m: c[m] for m in _LOCAL_LINES}} for v, c in curves.items()},
                  d / "local_certification.png", by="network", ylabel="fraction of test images",
                  title="Per-image certificates vs the attack ceiling (issue #21)")
-    return {"curves": curves, "n_test": int(len(y))}
+    return {"curves": curves, "n_test": int(n_test)}
 
 
 _LOCAL_LINES = ("certified_fast", "certified_tight", "certified_global", "attack_accuracy")

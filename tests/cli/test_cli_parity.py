@@ -280,3 +280,23 @@ def test_info_shows_the_thread_configuration(tiny, capsys, monkeypatch):
     rc, out, _ = _run(capsys, "info", "--model", tiny[0])
     info = json.loads(out)
     assert rc == 0 and info["m"] == 12 and info["environment"]["threads"]["cpus"] == threads["cpus"]
+
+
+def test_reproduce_job_options(tmp_path, capsys, monkeypatch):
+    """``--workers`` and ``--dask-scheduler`` (issue #15): checked by name, exclusive, and a missing ``[dask]``
+    extra is one clear line that names it (and no output folder is left)."""
+    args = build_parser().parse_args(["reproduce", "--workers", "3", "--out", str(tmp_path / "a")])
+    assert args.workers == 3 and args.dask_scheduler is None
+    args = build_parser().parse_args(["reproduce", "--dask-scheduler", "tcp://10.0.0.1:8786"])
+    assert args.dask_scheduler == "tcp://10.0.0.1:8786" and args.workers is None
+    for bad in (["--workers", "0"], ["--workers", "2", "--dask-scheduler", "tcp://x:1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["reproduce", *bad])
+        assert ("--workers" in capsys.readouterr().err)
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # as if the extra were not installed
+    out = tmp_path / "dask"
+    assert main(["reproduce", "--quick", "--dask-scheduler", "tcp://127.0.0.1:1", "--out", str(out),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "[dask]" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -219,8 +219,9 @@ def test_killed_with_sigkill_then_resumed_gives_the_same_outputs(finished, mnist
                 os.kill(os.getpid(), signal.SIGKILL)
             step.run = die
     ''')
+    # workers=1: the jobs run in this process, where the patch is (tests/experiments/test_jobs.py kills a pool)
     code = CONFIG + f"WHERE = {where!r}\n" + kill + f"rp.reproduce({str(out)!r}, CFG, data_dir={str(mnist)!r}, " \
-                                                    "progress=False, log=None)\n"
+                                                    "progress=False, log=None, workers=1)\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr
     assert not (out / "report.md").exists()
