@@ -29,6 +29,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,7 +251,15 @@ def run_jobs(jobs, store, executor, *, progress=True, desc="jobs"):
                 job = pending.pop(fut)
                 path = store / f"{job.key}.json"
                 store.mkdir(parents=True, exist_ok=True)
-                _store(path, job, fut.result())
+                try:
+                    done = fut.result()
+                except BrokenProcessPool as exc:
+                    raise RuntimeError(
+                        f"a process of the local pool died while running job {job.key!r} (killed, out of memory, or "
+                        "it could not start: the pool starts processes with 'spawn', so a script that calls "
+                        "reproduce() must do so under `if __name__ == \"__main__\":`); finished jobs are kept; "
+                        "rerun, or pass workers=1 to run the jobs in this process") from exc
+                _store(path, job, done)
                 records[job.key] = _load(path, job)
                 bar.update()
                 if queue:
