@@ -56,6 +56,10 @@ def render_report(run, step_names):
          "step outputs in this directory; the comparisons are computed, not written by hand.", "",
          "<details><summary>Every setting of this run</summary>", "", "| setting | value |", "|---|---|"]
     L += [f"| {k} | {_setting(v)} |" for k, v in vars(cfg).items()] + ["", "</details>", ""]
+    missing = [k for k in step_names if k != "report" and not run.summary(k)]
+    if missing:
+        L += [f"**Not computed** (no finished step in this directory, so their sections are absent): "
+              f"{', '.join(missing)}.", ""]
     L += _models_section(run)
     L += _fig2_section(run)
     L += _fig3_section(run)
