@@ -207,6 +207,9 @@ def _add_reproduce_audit(sub):
     s.add_argument("--only", nargs="+", choices=STEP_NAMES, metavar="STEP",
                    help=f"run only these steps (and missing prerequisites): {', '.join(STEP_NAMES)}")
     s.add_argument("--force", nargs="+", choices=STEP_NAMES, metavar="STEP", help="recompute these steps")
+    s.add_argument("--report-only", action="store_true",
+                   help="write OUT/report.md from the steps already finished in OUT (runs nothing; the report "
+                   "names the steps not computed)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_pos_int("--workers", 1), metavar="N",
                        help="processes of the local pool that runs the steps' jobs (default: one per core; "

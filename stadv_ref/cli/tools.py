@@ -40,6 +40,11 @@ def cmd_reproduce(args):
     # the presets are looked up on the module at call time (tests replace quick_config there)
     cfg = pipeline.full_config(args.seed) if args.full else pipeline.quick_config(args.seed)
     out = _out_dir(args, _default_out("reproduce-full" if args.full else "reproduce-quick"))
+    if args.report_only:
+        if args.only or args.force:
+            raise CLIError("--report-only runs nothing: it takes no --only or --force")
+        _say(args, f"report of the finished steps -> {pipeline.write_report(out, cfg, cache_dir=args.cache_dir)}")
+        return 0
     t0 = time.perf_counter()
     with _mnist_hint(args.data_dir):
         status = pipeline.reproduce(out, cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, only=args.only,

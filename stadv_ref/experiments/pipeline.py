@@ -101,6 +101,7 @@ __all__ = [
     "plot_attack",
     "plot_training",
     "export_docs",
+    "write_report",
 ]
 
 
@@ -338,6 +339,26 @@ def _drive(run, cfg, only, force, log):
                                                     "provenance": provenance(backend=current_backend_name(),
                                                                              seed=cfg.seed)})
     return status
+
+
+def write_report(out, cfg=None, *, cache_dir=None):
+    """Write ``<out>/report.md`` from the steps finished in ``out`` only; runs nothing.
+
+    For a run that was stopped (or is still running): the report lists the steps not computed
+    and leaves out their sections. ``stadv reproduce --report-only``.
+
+    Returns
+    -------
+    pathlib.Path
+        The report written.
+    """
+    cfg = cfg or quick_config()
+    run = _Run(out, cfg, None, cache_dir, False)
+    if not any(run.summary(k) for k in STEP_NAMES):
+        raise ValueError(f"{str(run.out)!r} holds no finished step of a {cfg.mode} reproduction; run stadv reproduce")
+    path = run.out / "report.md"
+    atomic_write_text(path, render_report(run, STEP_NAMES))
+    return path
 
 
 def export_docs(out, dest):

@@ -300,3 +300,25 @@ def test_reproduce_job_options(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "[dask]" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_reproduce_report_only_writes_the_finished_steps_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    """``--report-only`` (a stopped long run): report.md of the finished steps, naming the others; nothing runs."""
+    from stadv_ref.experiments import pipeline as rp
+
+    out = tmp_path / "empty"
+    assert main(["reproduce", "--report-only", "--out", str(out)]) == 1
+    assert "holds no finished step" in capsys.readouterr().err and not out.exists()
+    cfg = rp.quick_config()
+    run = rp._Run(tmp_path / "r", cfg, None, None, False)
+    models = rp.STEPS[0]
+    rp.atomic_write_sealed_json(run.dir("models") / "models.json", {
+        "step": "models", "complete": True, "config": cfg.key(models.config_fields),
+        "summary": {"models": [], "cache_dir": "somewhere"}, "outputs": {}}, rp.MARKER_VERSION)
+    monkeypatch.setattr(rp, "reproduce", lambda *a, **k: pytest.fail("--report-only must not run steps"))
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Networks" in report and "Figure 6" not in report
+    assert report.split("**Not computed**")[1].split("\n")[0].endswith("fig2, fig3, fig4, fig5, fig11, local, fig6.")
+    assert main(["reproduce", "--report-only", "--only", "fig2", "--out", str(tmp_path / "r")]) == 1
+    assert "takes no --only" in capsys.readouterr().err
