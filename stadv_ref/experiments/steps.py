@@ -1,10 +1,10 @@
 r"""The steps of ``stadv reproduce``: each computes one figure from the library and returns its summary.
 
 A step is a function ``step(run) -> dict`` of a :class:`_Run` (output directory, settings, cached
-networks and test data, the executor of its jobs). The steps ``models``, ``fig5``, ``fig11``, ``local``
-and ``fig6`` split their work into independent jobs (:mod:`.jobs`, :mod:`.shards`: one network's
-training, one network's bounds by one method, one network's per-image certificates, one (network,
-``tau``) attack) that run on a local process pool or a Dask cluster and are stored as they finish,
+networks and test data, the executor of its jobs). The steps ``models``, ``fig2``, ``fig5``, ``fig11``,
+``local`` and ``fig6`` split their work into independent jobs (:mod:`.jobs`, :mod:`.shards`: one network's
+training, one (network, ``eps``) lower bound, one network's bounds by one method, one network's per-image
+certificates, one (network, ``tau``) attack) that run on a local process pool or a Dask cluster and are stored as they finish,
 so a killed run resumes from the last finished job. It writes its PNG (and array) files into ``<out>/<step>/``; the summary it
 returns becomes the step's marker ``<out>/<step>/<step>.json``, written last by
 :func:`stadv_ref.experiments.pipeline.reproduce`.
@@ -34,13 +34,24 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .._io import atomic_savez, read_npz, read_sealed_json, seal_arrays, sha256_file, unseal_arrays
 from ..data import load_mnist
 from ..training import load_or_train, model_path
-from .curves import certify_curve, lower_bound_curve, soundness_spot_check
+from .curves import certify_curve, soundness_spot_check
 from .jobs import Job, LocalPool, run_jobs
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples
-from .shards import attack_network, certify_network, local_network, merge_attack, merge_certify, train_network
+from .shards import (
+    attack_network,
+    certify_network,
+    local_network,
+    lower_bound_network,
+    merge_attack,
+    merge_certify,
+    merge_lower_bound,
+    train_network,
+)
 
 MARKER_VERSION = 2
 """``format_version`` of the step markers (1: no seal and no output hashes; recomputed)."""
@@ -194,14 +205,17 @@ def step_fig2(run):
     cfg = run.cfg
     d = run.dir("fig2")
     curves, arrays = {}, {}
-    for variant in cfg.lower_variants:
-        net, _ = run.model(variant, cfg.hidden_lower)
-        eps_all = sorted(set(cfg.lower_eps) | set(cfg.sample_eps))
-        c = lower_bound_curve(net, eps_all, max_iter=cfg.lower_max_iter, n=cfg.lower_n, seed=cfg.seed,
-                              progress=run.progress, keep_results=True)
-        for e, res in zip(c["eps"], c.pop("results")):
-            arrays[f"{variant}_eps{e:g}_x"] = res.x
-            arrays[f"{variant}_eps{e:g}_flow"] = res.flow
+    eps_all = sorted(set(cfg.lower_eps) | set(cfg.sample_eps))
+    jobs = [Job(f"{v}-eps{e:g}", lower_bound_network, dict(run.job_model(v, cfg.hidden_lower), eps=float(e),
+                                                            max_iter=cfg.lower_max_iter, n=cfg.lower_n, seed=cfg.seed),
+                cost=float(e)) for v in cfg.lower_variants for e in eps_all]
+    results = run.jobs("fig2", jobs, "lower bounds")
+    for i, variant in enumerate(cfg.lower_variants):
+        parts = results[i * len(eps_all):(i + 1) * len(eps_all)]
+        c = merge_lower_bound(parts)
+        for e, p in zip(c["eps"], parts):
+            arrays[f"{variant}_eps{e:g}_x"] = np.asarray(p["x"], dtype=p["dtype"])
+            arrays[f"{variant}_eps{e:g}_flow"] = np.asarray(p["flow"], dtype=p["dtype"])
         keep = [i for i, e in enumerate(c["eps"]) if e in cfg.lower_eps]
         curves[variant] = c
         curves[variant]["in_figure"] = keep

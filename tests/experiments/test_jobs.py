@@ -109,7 +109,7 @@ jobs._store = store
 '''
 
 
-@pytest.mark.parametrize("step", ["models", "fig5", "fig11", "local", "fig6"])
+@pytest.mark.parametrize("step", ["models", "fig2", "fig5", "fig11", "local", "fig6"])
 def test_killed_between_two_jobs_resumes_from_the_last_finished_one(finished, mnist, tmp_path, step):
     """``kill -9`` of a run on the local pool right after a job of ``step`` was stored; the same command again
     reuses that job (its file is not rewritten) and ends with the numbers of an uninterrupted run."""
