@@ -10,7 +10,9 @@ Every kernel of :data:`stadv_ref.kernels.KERNELS` is provided with the
 reference's shapes and dtype rules (float32 in, float32 out; float64 in,
 float64 out); ``tests/backends/test_crosscheck.py`` checks each against the
 NumPy reference. Kernels are compiled once and cached on disk
-(``cache=True``); they run on ``numba.get_num_threads()`` threads.
+(``cache=True``); they run on ``numba.get_num_threads()`` threads, except the
+network's two elementwise kernels, serial between BLAS products so that no idle
+OpenMP worker spins on the cores BLAS needs (:mod:`._net`, #20).
 
 Extra name: :func:`warp_vjp_both` -- both VJPs of Eq. (1) in one pass (the
 forward+backward hot path of stAdv and of the flow gradient).
