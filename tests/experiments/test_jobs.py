@@ -109,6 +109,7 @@ jobs._store = store
 '''
 
 
+@pytest.mark.slow  # about 12 s each; the wheel check of .ci/run leaves the slow tests to the main run
 @pytest.mark.parametrize("step", ["models", "fig2", "fig5", "fig11", "local", "fig6"])
 def test_killed_between_two_jobs_resumes_from_the_last_finished_one(finished, mnist, tmp_path, step):
     """``kill -9`` of a run on the local pool right after a job of ``step`` was stored; the same command again
