@@ -35,6 +35,7 @@ import math
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .._validate import as_float_array, check_choice, check_positive_int, check_seed
 from ..backend import get_backend
@@ -178,12 +179,16 @@ def solve_sdp(
     if method == "scs":
         return _solve_scs(A, P, scs_eps=scs_eps, scs_max_iters=scs_max_iters, time_limit=time_limit,
                           verbose=verbose, certificate=certificate, backend=backend)
-    if A is not None:
-        return _solve_mixing_bipartite(A, rank=rank, gap_tol=gap_tol, max_iter=max_iter, seed=seed,
-                                       certificate=certificate, init=init, time_limit=time_limit,
-                                       verbose=verbose, backend=backend)
-    return _solve_mixing_general(P, rank=rank, gap_tol=gap_tol, max_iter=max_iter, seed=seed,
-                                 time_limit=time_limit, backend=backend)
+    # one BLAS thread: the mixing sweeps are many small products, where a second OpenBLAS thread only
+    # spins; on the 784-500 MNIST pair (1, 0) of `nt` on a shared 2-core machine: 0.55-0.61 s vs 1.36-2.64 s
+    # with the default 2 threads, same value (benchmarks/bench_threads.py, README "Default threads")
+    with threadpool_limits(limits=1, user_api="blas"):
+        if A is not None:
+            return _solve_mixing_bipartite(A, rank=rank, gap_tol=gap_tol, max_iter=max_iter, seed=seed,
+                                           certificate=certificate, init=init, time_limit=time_limit,
+                                           verbose=verbose, backend=backend)
+        return _solve_mixing_general(P, rank=rank, gap_tol=gap_tol, max_iter=max_iter, seed=seed,
+                                     time_limit=time_limit, backend=backend)
 
 
 def _solve_mixing_bipartite(A, *, rank, gap_tol, max_iter, seed, certificate, init, time_limit,
