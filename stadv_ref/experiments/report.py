@@ -305,7 +305,7 @@ def _fig5_claim_rows(curves, methods, eps):
          f"| all bounds are loose: the 0/1 loss goes to 1 as eps reaches 0.1 | at eps = {eps[-1]:g}: " +
          "; ".join(f"{mm} {_fmt(min(z))}-{_fmt(max(z))}" for mm, z in per.items() if z) +
          ": **" + ("reproduces" if len(near1) == len(per) else
-                   "reproduces only for " + (", ".join(near1) or "none")) +
+                   "reproduces only for " + ", ".join(near1) if near1 else "reproduces for no method") +
          "** (criterion: 0/1 loss >= 0.95 on every network) |"]
     if "sdp" in curves and "sdp" in methods:
         c = curves["sdp"]
