@@ -315,9 +315,9 @@ def _drive(run, cfg, only, force, log):
             status[name] = "skipped"
             log(f"[{name}] outputs exist, skipped")
             continue
-        if name in force or set(step.needs) & rerun or run.marker(name).is_file():
-            # a recomputation (forced, inputs changed, or another setting/damage): earlier job results go;
-            # without a marker the step was interrupted and its stored jobs are resumed
+        if name in force:
+            # forced: earlier job results go. Otherwise a stored job is reused only when it was made with the
+            # same arguments (settings and the sha256 of its network: a retrained network redoes its jobs)
             shutil.rmtree(run.out / name / "jobs", ignore_errors=True)
         log(f"[{name}] {step.description} ...")
         t0, c0 = time.perf_counter(), time.process_time()

@@ -125,3 +125,19 @@ def test_killed_between_two_jobs_resumes_from_the_last_finished_one(finished, mn
     rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=2)
     assert stored[0].stat().st_mtime_ns == stamp  # resumed, not recomputed
     assert _comparable(out) == _comparable(finished)
+
+
+def test_stored_jobs_survive_a_rerun_of_their_step_but_not_force(finished, mnist, tmp_path):
+    """A step recomputed because the step before it ran again (here ``models``, its marker deleted: the networks
+    are loaded, the same files) reuses its stored jobs; ``force`` recomputes them."""
+    out = tmp_path / "again"  # not a copy: a job's arguments hold its paths (cache, data)
+    rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "fig6" / "jobs").glob("*.json")}
+    assert stamps
+    (out / "models" / "models.json").unlink()
+    status = rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1)
+    assert status["fig6"] != "skipped"  # recomputed from its stored jobs
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert _comparable(out) == _comparable(finished)
+    rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1, force=["fig6"])
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
