@@ -354,6 +354,7 @@ def write_report(out, cfg=None, *, cache_dir=None):
     """
     cfg = cfg or quick_config()
     run = _Run(out, cfg, None, cache_dir, False)
+    run.executor = None  # no job runs here: the report names no executor
     if not any(run.summary(k) for k in STEP_NAMES):
         raise ValueError(f"{str(run.out)!r} holds no finished step of a {cfg.mode} reproduction; run stadv reproduce")
     path = run.out / "report.md"
