@@ -95,11 +95,11 @@ class _Run:
     def job_model(self, variant, hidden):
         """The arguments of a job that uses network ``(variant, hidden)``: ``load_or_train``'s keywords and,
         once it is trained, its file's sha256 (a retrained network makes the job run again)."""
-        args = self._model_args(variant, hidden)
-        del args["hidden"]
+        margs = self._model_args(variant, hidden)
+        path = model_path(variant, **margs)
+        args = {k: v for k, v in margs.items() if k != "hidden"}
         args["cache_dir"] = str(Path(args["cache_dir"]).resolve())
         args["data_dir"] = self.job_data_dir()
-        path = model_path(variant, **self._model_args(variant, hidden))
         return {"variant": variant, "hidden": hidden, "model": args,
                 "model_sha256": sha256_file(path) if path.is_file() else None}
 
