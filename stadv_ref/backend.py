@@ -29,6 +29,7 @@ __all__ = [
     "current_backend_name",
     "get_backend",
     "use_backend",
+    "as_numpy",
     "ENTRY_POINT_GROUP",
 ]
 
@@ -128,6 +129,23 @@ def get_backend(name=None):
     if name not in _cache:
         _cache[name] = _load(name)
     return _cache[name]
+
+
+def as_numpy(a):
+    """A dispatched function's result as a NumPy array (the current backend's ``to_numpy``).
+
+    Parameters
+    ----------
+    a : array
+        An array of the current backend (NumPy, or CuPy for the cupy backend).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    import numpy as np
+
+    return np.asarray(get_backend().to_numpy(a))
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from .lbfgs import _Best
 from .lbfgs_round import RUNNING, lbfgs_round, round_kernel
 
-__all__ = ["batched_lbfgs", "run_chunks", "default_workers", "single_threaded", "core_limit"]
+__all__ = ["batched_lbfgs", "run_chunks", "default_workers", "core_limit"]
 
 _CORE_LIMIT = []  # innermost :func:`core_limit` last
 
@@ -79,13 +79,6 @@ def core_limit(n):
             yield
     finally:
         _CORE_LIMIT.pop()
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """One thread for BLAS and Numba inside the block (the per-image reference: too little work to share)."""
-    with threadpool_limits(limits=1, user_api="blas"), _numba_threads(1):
-        yield
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, as_images, check_budget, check_choice
+from ..backend import as_numpy as _np
 from ..backend import get_backend
 from ..network import OneHiddenLayerNet
 from ..smoothness import FLOW_PADDINGS, NEIGHBORHOODS, stadv_flow_loss
@@ -36,11 +37,6 @@ __all__ = ["StadvObjective", "stadv_objective", "STADV_CODE_OPTIONS"]
 
 #: Options reproducing the public stAdv code's choices (see module docstring).
 STADV_CODE_OPTIONS = {"neighborhood": "diagonal", "flow_padding": "symmetric", "warp_padding": "border"}
-
-
-def _np(a):
-    """A dispatched function's result as a NumPy array."""
-    return np.asarray(get_backend().to_numpy(a))
 
 
 class StadvObjective:

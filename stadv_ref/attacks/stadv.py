@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validate import check_choice, check_positive_int
+from ..backend import as_numpy as _np
 from ..backend import current_backend_name
 from ..operators import smoothness_norm
 from ..smoothness import flow_tv
-from .engine import default_workers, run_chunks, single_threaded
+from .engine import core_limit, default_workers, run_chunks
 from .lbfgs import _reference_lbfgsb
 from .lbfgs_round import FTOL, LINE_SEARCH_FAILED
-from .objective import STADV_CODE_OPTIONS, StadvObjective, _KernelObjective, _np, stadv_objective
+from .objective import STADV_CODE_OPTIONS, StadvObjective, _KernelObjective, stadv_objective
 
 __all__ = [
     "StadvResult",
@@ -233,7 +234,7 @@ def stadv_attack(net, x, y, tau, *, target=None, kappa=0.0, method="batched", ma
     plan = {}
     N, _, H, W = obj.shape
     if method == "lbfgs-b":
-        with single_threaded():
+        with core_limit(1):  # the per-image reference: too little work per call to share
             flow, n_iter, n_eval = _reference_lbfgsb(obj, max_iter, memory, progress)
         plan = {"workers": 1, "blas_threads": 1, "numba_threads": 1}
     else:

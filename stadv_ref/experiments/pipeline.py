@@ -32,7 +32,7 @@ training resumes too.
 
 This module holds the settings (:class:`Config`, :func:`quick_config`,
 :func:`full_config`), the step table and the driver (:func:`reproduce`,
-:func:`export_docs`). The steps are in :mod:`.steps`, the experiments they run
+:func:`export_docs` from :mod:`.export`). The steps are in :mod:`.steps`, the experiments they run
 (shared with the ``stadv`` subcommands) in :mod:`.curves`, the figures in
 :mod:`.plots` and ``report.md`` in :mod:`.report`; all are re-exported here, as
 are the atomic writers of :mod:`stadv_ref._io`. The scripts ``verify/figN_*.py``
@@ -44,7 +44,6 @@ import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +51,6 @@ from .._io import (
     _jsonable,
     atomic_savefig,
     atomic_savez,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_sealed_json,
     atomic_write_text,
@@ -61,6 +59,7 @@ from .._io import (
 from .._provenance import provenance
 from ..backend import current_backend_name
 from .curves import attack_curve, certify_curve, local_curve, lower_bound_curve, soundness_spot_check
+from .export import export_docs
 from .jobs import make_executor
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
@@ -360,30 +359,3 @@ def write_report(out, cfg=None, *, cache_dir=None):
     path = run.out / "report.md"
     atomic_write_text(path, render_report(run, STEP_NAMES))
     return path
-
-
-def export_docs(out, dest):
-    """Copy a finished reproduction's figures and ``report.md`` into ``dest`` (flat, links rewritten).
-
-    For committing a small copy (e.g. ``docs/quick/``) that the README can show; the figures are
-    saved at 100 dpi (well under 300 KB each).
-
-    Returns
-    -------
-    list of str
-        The files written.
-    """
-    out, dest = Path(out), Path(dest)
-    if not (out / "report.md").is_file():
-        raise ValueError(f"{str(out)!r} holds no report.md; run stadv reproduce first")
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    text = (out / "report.md").read_text()
-    for png in sorted(p for p in out.glob("*/*.png") if p.parent.name != "models"):
-        atomic_write_bytes(dest / png.name, png.read_bytes())
-        text = text.replace(f"({png.parent.name}/{png.name})", f"({png.name})")
-        written.append(str(dest / png.name))
-    text = text.replace(f"`{out / 'models'}`", "`<out>/models`")
-    atomic_write_text(dest / "report.md", text)
-    written.append(str(dest / "report.md"))
-    return written

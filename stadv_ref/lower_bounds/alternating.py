@@ -17,9 +17,10 @@ import hashlib
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..backend import as_numpy as _np
 from ..operators import smoothness_norm
 from ..transform import warp
-from .flows import _feasible, _np, ellipsoid_argmax
+from .flows import _feasible, ellipsoid_argmax
 from .objectives import linearized, probe
 
 __all__ = ["Recorder", "run_alternating"]

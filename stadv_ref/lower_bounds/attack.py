@@ -49,9 +49,10 @@ from .._validate import (
     check_positive_int,
     check_seed,
 )
+from ..backend import as_numpy as _np
 from ..network import OneHiddenLayerNet, as_linear_weights
 from .alternating import Recorder, run_alternating
-from .flows import _feasible, _np
+from .flows import _feasible
 from .linear import theorem2_input
 from .objectives import LinearObjective, MulticlassObjective, NetObjective, theorem_flow
 from .result import LABELS, LowerBoundResult

@@ -23,16 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_backend
+from ..backend import as_numpy as _np
 from ..operators import m_power, smoothness_norm
 from ..transform import warp, warp_vjp_x
 
 __all__ = ["ellipsoid_argmax", "midpoint_flows", "cell_flows", "partial_apply", "partial_adjoint"]
-
-
-def _np(a):
-    """A dispatched function's result as a NumPy array."""
-    return np.asarray(get_backend().to_numpy(a))
 
 
 def _inv_l_quadratic(s):

@@ -32,8 +32,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_class_index, check_class_pair
+from ..backend import as_numpy as _np
 from ..transform import tied_jacobian_diag, warp, warp_vjp_flow
-from .flows import _np, ellipsoid_argmax, midpoint_flows, partial_adjoint
+from .flows import ellipsoid_argmax, midpoint_flows, partial_adjoint
 
 __all__ = ["NetObjective", "MulticlassObjective", "LinearObjective", "probe", "linearized", "theorem_flow"]
 

@@ -93,6 +93,16 @@ def test_installed_console_script_help():
         assert cmd in res.stdout
 
 
+def test_python_dash_m_runs_the_command():
+    # `python -m stadv_ref` is the console script without the script; exit statuses pass through
+    res = subprocess.run([sys.executable, "-m", "stadv_ref", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("usage: stadv")
+    assert "RuntimeWarning" not in res.stderr
+    bad = subprocess.run([sys.executable, "-m", "stadv_ref", "no-such-command"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2
+
+
 @pytest.mark.parametrize("cmd", SUBCOMMANDS)
 def test_every_subcommand_has_help(cmd, capsys):
     rc, out, _ = _run(capsys, cmd, "--help")
@@ -413,6 +423,19 @@ def test_reproduce_runs_every_step_then_resumes(tmp_path, fake_mnist, monkeypatc
     text = (tmp_path / "docs" / "report.md").read_text()
     assert "(fig2_lower_bound.png)" in text and "(fig2/" not in text
     assert all(Path(f).is_file() for f in files) and len(files) >= 8
+    summaries = json.loads((tmp_path / "docs" / "summaries.json").read_text())
+    assert set(summaries) == set(rp.STEP_NAMES)
+    assert summaries["fig6"]["summary"] == json.loads((out / "fig6" / "fig6.json").read_text())["summary"]
+    jobs = json.loads((tmp_path / "docs" / "jobs.json").read_text())
+    stored = sorted(p.stem for p in (out / "fig6" / "jobs").glob("*.json"))
+    assert sorted(jobs["jobs"]["fig6"]) == stored == sorted(jobs["fig6_finished_jobs"]) and stored
+    assert all(t["cpu_seconds"] >= 0 for t in jobs["jobs"]["fig6"].values())
+    damaged = out / "fig6" / "jobs" / f"{stored[0]}.json"
+    keep = damaged.read_text()
+    damaged.write_text(keep.replace('"seconds"', '"secondz"', 1))
+    with pytest.raises(ValueError, match="job result"):
+        rp.export_docs(out, tmp_path / "docs2")
+    damaged.write_text(keep)
 
     # 3) other settings: the affected steps are recomputed
     status = rp.reproduce(out, rp.Config(**{**cfg.__dict__, "taus": (0.0,)}), data_dir=fake_mnist,
