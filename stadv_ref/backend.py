@@ -20,6 +20,8 @@ import contextvars
 import os
 from importlib import metadata
 
+import numpy as np
+
 from ._install import install_hint
 from .kernels import KERNELS, numpy_backend
 
@@ -143,8 +145,6 @@ def as_numpy(a):
     -------
     numpy.ndarray
     """
-    import numpy as np
-
     return np.asarray(get_backend().to_numpy(a))
 
 
