@@ -16,10 +16,11 @@ evaluation:
 * on acceptance the pair ``s = x_t - x``, ``y = g_t - g`` is kept when ``s^T y > eps y^T y``
   (else skipped, as in L-BFGS-B; it is written to the ring's next slot in the same pass, so
   with a full memory a skipped pair also drops the oldest one); the stopping tests of scipy's
-  L-BFGS-B follow (``max |g| <= gtol``; relative decrease ``<= ftol``, after a step accepted
-  at its first trial -- a backtracked step may be short for want of curvature information;
-  ``max_iter`` iterations); the next direction is the two-loop recursion ``-H g`` (Nocedal &
-  Wright, Alg. 7.4; ``H_0 = gamma I``, ``gamma = s^T y / y^T y`` of the newest pair) with step
+  L-BFGS-B follow (``max |g| <= gtol``; relative decrease ``<= ftol`` after every accepted
+  step, backtracked or not, as in scipy -- testing only steps accepted at their first trial kept
+  images whose line searches backtrack every iteration (a failing attack on a kinked objective)
+  running to ``max_iter`` at ~10 evaluations per iteration; ``max_iter`` iterations); the next
+  direction is the two-loop recursion ``-H g`` (Nocedal & Wright, Alg. 7.4; ``H_0 = gamma I``, ``gamma = s^T y / y^T y`` of the newest pair) with step
   1, and a direction that does not descend restarts from ``-g`` with an empty memory;
 * a rejected trial backtracks: the minimiser of the quadratic through ``f, g^T d`` and ``f_t``,
   kept in ``[0.1, 0.5]`` times the step; after ``max_ls`` rejections the image stops.
@@ -225,12 +226,11 @@ def _accept(k, xn, fn, gn, x, f, g, d, S, Y, rho, head, cnt, gamma, step, gd, n_
     f_old = f[k]
     f[k] = fn
     n_iter[k] += 1
-    first_trial = n_ls[k] == 0
     n_ls[k] = 0
     n_ext[k] = 0
     if gmax <= gtol:
         return GTOL
-    if first_trial and (f_old - f[k]) <= ftol * max(abs(f_old), abs(f[k]), 1.0):
+    if (f_old - f[k]) <= ftol * max(abs(f_old), abs(f[k]), 1.0):
         return FTOL
     if n_iter[k] >= max_iter:
         return MAX_ITER
