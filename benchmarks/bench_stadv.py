@@ -216,7 +216,8 @@ def main(argv=None):
     common = dict(max_iter=args.max_iter, progress=False)
     doc = {"benchmark": "stAdv (#15): per-image scipy L-BFGS-B reference vs batched engine vs batched torch Adam"}
     with stadv_ref.use_backend(args.backend):
-        stadv_attack(net, X[:8], y[:8], args.tau, max_iter=3, progress=False)  # compile / load kernels
+        for dt in ("float32", "float64"):  # compile / load the kernels (the engine reruns stalled images in float64)
+            stadv_attack(net, X[:8], y[:8], args.tau, max_iter=3, progress=False, dtype=dt)
         load_before = os.getloadavg()
         t0, c0 = time.perf_counter(), time.process_time()
         ref = stadv_attack(net, X[:n_ref], y[:n_ref], args.tau, method="lbfgs-b", **common)
