@@ -312,7 +312,7 @@ def main(argv=None):
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    args.command_line = list(sys.argv) if argv is None else [PROG, *map(str, argv)]  # for the provenance block
+    args.command_line = [PROG, *map(str, sys.argv[1:] if argv is None else argv)]  # for the provenance block
     debug = os.environ.get("STADV_DEBUG", "").strip() not in ("", "0")
     where = f"{PROG} {args.command}" + (f" {args.data_command}" if args.command == "data" else "")
     resumable = args.command in RESUMABLE
