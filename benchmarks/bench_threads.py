@@ -21,7 +21,11 @@ case times a PUBLIC call of :mod:`stadv_ref` once with ``backend="numpy"`` and o
   class pair ``(1, 0)`` of that network (``method="sdp"``: the mixing solver and its Cholesky
   certificate; ``"spectral"``: the closed form);
 * ``stadv attack``: :func:`stadv_ref.stadv_attack` (batched engine, ``tau = 0.05``, defaults
-  otherwise) on the first 200 test images.
+  otherwise) on the first 200 test images;
+* ``flow pgd``: :func:`stadv_ref.attacks.flow_pgd_attack` (4 restarts, 60 steps, ``eps = 0.05``) on
+  the first test image for two class pairs, tied and untied (the soundness spot check's attack:
+  small parallel kernels and BLAS products in turn, where idle OpenMP workers spin; see
+  :mod:`stadv_numba`'s ``OMP_WAIT_POLICY``).
 
 How: each call runs once per backend before any timing (Numba's compilation -- or loading from
 its on-disk cache -- and first-call allocations are excluded; the slow cases warm up on a smaller
@@ -65,6 +69,7 @@ import stadv_ref
 from stadv_ref import transform
 from stadv_ref._io import atomic_write_json
 from stadv_ref._provenance import THREAD_ENV_VARS, provenance
+from stadv_ref.attacks import flow_pgd_attack
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "threads.json"
@@ -143,6 +148,12 @@ def make_cases(net, X, y, n_attack, rng):
                 return stadv_ref.stadv_attack(net, Xa[:n], ya[:n], tau=0.05, progress=False)
         return fn
 
+    def flow_pgd(be):
+        with stadv_ref.use_backend(be):
+            return [flow_pgd_attack(net, 0.05, classes=(i, int(y[0])), x=X[0], tied=tied,
+                                                      restarts=4, steps=60, seed=0).value
+                    for i in (1, 2) for tied in (True, False)]
+
     model = "nt 784-500-10"
     return {
         "warp": Case("transform.warp, 1000x1x28x28 float32, N(0,1) flow",
@@ -159,6 +170,8 @@ def make_cases(net, X, y, n_attack, rng):
         "upper spectral": Case("upper_bound eps=0.05 method=spectral classes=(1,0)", upper("spectral")),
         "stadv attack": Case(f"stadv_attack tau=0.05 batched engine, {len(Xa)} MNIST images", attack(len(Xa)),
                              "slow", attack(4)),
+        "flow pgd": Case(f"flow_pgd_attack eps=0.05, 1 MNIST image, 2 class pairs x tied/untied, {model}",
+                         flow_pgd, "medium"),
     }
 
 
@@ -232,6 +245,8 @@ def main(argv=None):
            "repeats": repeats,
            "default_threads": default_threads,
            "cpu_count": os.cpu_count(), "env": env, "model": args.model,
+           # stadv_numba sets OMP_WAIT_POLICY=PASSIVE at import unless the environment sets it
+           "omp_wait_policy_in_effect": os.environ.get("OMP_WAIT_POLICY"),
            "loadavg_start": list(os.getloadavg()), "cases": {}}
     print(f"cpu_count {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, env {env}", flush=True)
     for name, case in cases.items():

@@ -14,18 +14,32 @@ NumPy reference. Kernels are compiled once and cached on disk
 network's two elementwise kernels, serial between BLAS products so that no idle
 OpenMP worker spins on the cores BLAS needs (:mod:`._net`, #20).
 
+Idle OpenMP workers: importing this package sets ``OMP_WAIT_POLICY=PASSIVE`` when the
+environment does not set it (a value you set is kept). Numba's default threading layer is
+libgomp, whose workers otherwise spin for a while after every parallel region, on the cores
+that the next BLAS product (OpenBLAS's own threads) needs. Where small parallel kernels and
+BLAS products alternate, that costs an order of magnitude: the flow PGD attack of the
+soundness spot check (one MNIST image, 784-500-10 network, 2 cores, default threads) took
+24.4 s wall / 48.5 s CPU with spinning workers and 1.8 s / 3.6 s with passive ones
+(``benchmarks/bench_threads.py``, case ``flow pgd``, measures it). The setting only takes
+effect if libgomp is not loaded yet (another library of the process may have loaded it first).
+
 Extra name: :func:`warp_vjp_both` -- both VJPs of Eq. (1) in one pass (the
 forward+backward hot path of stAdv and of the flow gradient).
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
 from stadv_ref._install import install_hint
+
+# before Numba can load libgomp (its "omp" threading layer reads this when it is loaded): see above
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     import numba

@@ -52,3 +52,22 @@ def test_network_kernels_start_no_thread_pool():
     res = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["network", "False", "warp", "True"], res.stdout
+
+
+_WAIT_PROBE = r"""
+import os
+import stadv_numba
+print(os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_numba_backend_makes_idle_openmp_workers_sleep_unless_told_otherwise(given, expected):
+    # idle libgomp workers that spin take the cores of the next BLAS product (the flow PGD attack:
+    # 3.9x NumPy's time with OMP_WAIT_POLICY=ACTIVE, benchmarks/results/threads_active_wait.json)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    res = subprocess.run([sys.executable, "-c", _WAIT_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [expected]
