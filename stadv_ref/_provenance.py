@@ -156,5 +156,13 @@ def provenance(*, backend=None, seed=None, argv=None):
         "python": platform.python_version(),
         "platform": platform.platform(),
         "seed": None if seed is None else int(seed),
-        "command_line": [str(a) for a in (sys.argv if argv is None else argv)],
+        "command_line": _command_line(sys.argv if argv is None else argv),
     }
+
+
+def _command_line(argv):
+    """``argv`` as strings; ``python -m stadv_ref`` instead of the path of ``stadv_ref/__main__.py``."""
+    cmd = [str(a) for a in argv]
+    if cmd and Path(cmd[0]).name == "__main__.py" and Path(cmd[0]).parent.name == "stadv_ref":
+        cmd[0] = "python -m stadv_ref"
+    return cmd

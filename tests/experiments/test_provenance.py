@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,8 @@ def test_provenance_block():
     _check_block(p, seed=7)
     assert p["command_line"] == ["stadv", "certify"]
     assert _provenance.provenance()["command_line"] == sys.argv
+    main_py = str(Path(stadv_ref.__file__).with_name("__main__.py"))
+    assert _provenance.provenance(argv=[main_py, "reproduce"])["command_line"] == ["python -m stadv_ref", "reproduce"]
 
 
 def test_git_commit_of_this_checkout():
