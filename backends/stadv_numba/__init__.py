@@ -20,7 +20,7 @@ libgomp, whose workers otherwise spin for a while after every parallel region, o
 that the next BLAS product (OpenBLAS's own threads) needs. Where small parallel kernels and
 BLAS products alternate, that costs an order of magnitude: the flow PGD attack of the
 soundness spot check (one MNIST image, 784-500-10 network, 2 cores, default threads) took
-24.4 s wall / 48.5 s CPU with spinning workers and 1.8 s / 3.6 s with passive ones
+24.4 s wall / 48.5 s CPU with spinning workers and 1.7 s / 3.5 s with passive ones
 (``benchmarks/bench_threads.py``, case ``flow pgd``, measures it). The setting only takes
 effect if libgomp is not loaded yet (another library of the process may have loaded it first).
 

@@ -20,8 +20,9 @@ evaluation:
   step, backtracked or not, as in scipy -- testing only steps accepted at their first trial kept
   images whose line searches backtrack every iteration (a failing attack on a kinked objective)
   running to ``max_iter`` at ~10 evaluations per iteration; ``max_iter`` iterations); the next
-  direction is the two-loop recursion ``-H g`` (Nocedal & Wright, Alg. 7.4; ``H_0 = gamma I``, ``gamma = s^T y / y^T y`` of the newest pair) with step
-  1, and a direction that does not descend restarts from ``-g`` with an empty memory;
+  direction is the two-loop recursion ``-H g`` (Nocedal & Wright, Alg. 7.4; ``H_0 = gamma I``,
+  ``gamma = s^T y / y^T y`` of the newest pair) with step 1, and a direction that does not
+  descend restarts from ``-g`` with an empty memory;
 * a rejected trial backtracks: the minimiser of the quadratic through ``f, g^T d`` and ``f_t``,
   kept in ``[0.1, 0.5]`` times the step; after ``max_ls`` rejections the image stops.
 
