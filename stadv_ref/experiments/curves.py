@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..adversarial_loss import cw_margin
-from ..attacks import flow_pgd_attack, stadv_attack
+from ..attacks import flow_pgd_attack, flow_pgd_attack_images, stadv_attack
 from ..lower_bounds import lower_bound_attack
 from ..upper_bounds import certify, local_pair_bounds
 
@@ -255,8 +255,9 @@ def local_curve(net, X, y, eps_list, *, extra_eps=(), stop_broken=0.5, global_me
     order until the attack breaks at least ``stop_broken`` of the images. Per budget (tied flows,
     zero padding): the fast per-image certificate (:func:`stadv_ref.local_pair_bounds`) on every
     image not yet broken; the tight one on those the fast one leaves (it is elementwise at most
-    the fast bound); then the projected-gradient flow attack (:func:`stadv_ref.attacks.flow_pgd_attack`,
-    ``x`` fixed) on the images neither certifies, against their classes with a tight bound ``>= 0``
+    the fast bound); then the projected-gradient flow attack (:func:`stadv_ref.attacks.flow_pgd_attack_images`:
+    :func:`stadv_ref.attacks.flow_pgd_attack` with ``x`` fixed, all images of a budget at once, an image
+    leaving the batch once it is broken) on the images neither certifies, against their classes with a tight bound ``>= 0``
     (largest first, at most ``max_classes``). A misclassified image is broken at every budget and
     an image broken at one budget at every larger one (the budget sets are nested): neither is
     certified by a sound bound nor computed again. The best global bound certifies with the
@@ -270,8 +271,10 @@ def local_curve(net, X, y, eps_list, *, extra_eps=(), stop_broken=0.5, global_me
     X, y : arrays
         Test images ``(N, H, W)`` in ``[0, 1]`` and labels.
     eps_list, extra_eps : sequences of float
-    stop_broken : float
-        Fraction of broken images after which no further ``extra_eps`` is computed.
+    stop_broken : float or None
+        Fraction of broken images after which no further ``extra_eps`` is computed (``None``: all of
+        them; a job on part of the images does so, and :func:`.shards.merge_local` applies the rule
+        to the merged ceiling).
     global_methods : sequence of str
         Sound global methods of :func:`stadv_ref.certify`.
     cache_dir, gap_tol, seed
@@ -302,7 +305,7 @@ def local_curve(net, X, y, eps_list, *, extra_eps=(), stop_broken=0.5, global_me
            "attacked_images": [], "seconds": {"fast": 0.0, "tight": 0.0, "attack": 0.0, "global": 0.0}}
     sec = out["seconds"]
     for k, eps in enumerate(tqdm(budgets, desc="local", unit="eps", disable=not progress)):
-        if k >= len(grid) and out["attack_accuracy"][-1] <= 1 - stop_broken:
+        if k >= len(grid) and stop_broken is not None and out["attack_accuracy"][-1] <= 1 - stop_broken:
             break
         fast, tight = np.zeros(N, bool), np.zeros(N, bool)
         live = np.flatnonzero(~broken)
@@ -315,18 +318,20 @@ def local_curve(net, X, y, eps_list, *, extra_eps=(), stop_broken=0.5, global_me
         tight[todo] = T.max(axis=1) < 0
         tight |= fast
         t2 = time.perf_counter()
-        attacked = 0
-        for row, n in enumerate(todo):
-            if tight[n]:
-                continue
-            attacked += 1
-            label = int(y[n])
-            for i in [int(i) for i in np.argsort(-T[row], kind="stable") if T[row, i] >= 0][:max_classes]:
-                a = flow_pgd_attack(net, eps, classes=(i, label), x=X[n], restarts=restarts, steps=steps,
-                                    seed=attack_seed + int(n))
-                if a.value + clean[n, i] - clean[n, label] > 0:
-                    broken[n] = True
-                    break
+        rows = np.flatnonzero(~tight[todo])  # rows of T: the images neither certificate certifies
+        attacked = len(rows)
+        order = np.argsort(-T[rows], axis=1, kind="stable")[:, :max_classes]  # classes, largest bound first
+        for rank in range(order.shape[1]):  # every image's rank-th class at once, while it is not broken
+            cls = order[:, rank]
+            sel = np.flatnonzero((T[rows, cls] >= 0) & ~broken[todo[rows]])
+            if not sel.size:
+                break
+            n, i = todo[rows[sel]], cls[sel]
+            label = y[n].astype(np.int64)
+            need = clean[n, label] - clean[n, i]  # broken when l_adv + f_i(x) - f_y(x) > 0
+            a = flow_pgd_attack_images(net, eps, X[n], np.stack([i, label], axis=1), restarts=restarts, steps=steps,
+                                       seeds=attack_seed + n, stop_above=need)
+            broken[n[a.values > need]] = True
         sec["fast"] += t1 - t0
         sec["tight"] += t2 - t1
         sec["attack"] += time.perf_counter() - t2

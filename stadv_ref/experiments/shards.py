@@ -4,7 +4,8 @@ computes one independent piece of a step with :mod:`.curves`, and returns a JSON
 * ``train_network``: one network's training (or its cached copy) and accuracies (``models``);
 * ``lower_bound_network``: Theorem 1 and Algorithm 1 on one network at one ``eps`` (``fig2``);
 * ``certify_network``: one network's class-pair bounds by one method and what they certify (``fig5``, ``fig11``);
-* ``local_network``: one network's per-image certificates and the attack ceiling (``local``);
+* ``local_network``: one network's per-image certificates and the attack ceiling on a range of test
+  images (``local``; :func:`merge_local` joins the ranges);
 * ``attack_network``: one network's stAdv attack at one ``tau`` on the test images (``fig6``).
 
 Their arguments are plain values (names, paths, numbers) so that a pool process or a Dask worker
@@ -22,7 +23,8 @@ from ..data import load_mnist
 from ..training import load_or_train
 from .curves import _LB_FIELDS, attack_curve, certify_curve, local_curve, lower_bound_curve
 
-__all__ = ["train_network", "lower_bound_network", "certify_network", "local_network", "attack_network"]
+__all__ = ["train_network", "lower_bound_network", "certify_network", "local_network", "attack_network",
+           "merge_lower_bound", "merge_certify", "merge_local", "merge_attack"]
 
 
 def _network(variant, hidden, model):
@@ -66,11 +68,17 @@ def certify_network(variant, hidden, model, model_sha256, data_dir, n_test, eps,
     return certify_curve(net, X, y, eps, (method,), cache_dir=cache_dir, gap_tol=gap_tol, progress=False)
 
 
-def local_network(variant, hidden, model, model_sha256, data_dir, n_test, eps, options):
-    """:func:`.curves.local_curve` of one network on the first ``n_test`` test images (``options``: its keywords)."""
+def local_network(variant, hidden, model, model_sha256, data_dir, n_test, eps, options, start=0, stop=None):
+    """:func:`.curves.local_curve` of one network on test images ``start:stop`` of the first ``n_test``.
+
+    ``options`` are its keywords; the attack on test image ``n`` is seeded with ``attack_seed + n``
+    wherever the part starts, so parts merged by :func:`merge_local` give the numbers of one job.
+    """
     net, _ = _network(variant, hidden, model)
     X, y = _test(data_dir, n_test)
-    return local_curve(net, X, y, eps, progress=False, **options)
+    stop = n_test if stop is None else stop
+    opts = dict(options, attack_seed=options.get("attack_seed", 0) + start)
+    return local_curve(net, X[start:stop], y[start:stop], eps, progress=False, **opts)
 
 
 def attack_network(variant, hidden, model, model_sha256, data_dir, n_test, tau, max_iter):
@@ -95,4 +103,46 @@ def merge_attack(parts):
     for key, value in parts[0].items():
         if isinstance(value, list):
             out[key] = [v for p in parts for v in p[key]]
+    return out
+
+
+_LOCAL_FRACTIONS = ("certified_fast", "certified_tight", "certified_global", "attack_accuracy")
+
+
+def merge_local(parts, n_grid, stop_broken):
+    """One :func:`.curves.local_curve` dict from its parts on consecutive image ranges (in order).
+
+    Each part computed every budget (``stop_broken=None``); the merged fractions are the parts'
+    counts over all images (so exactly the fractions one job would give), and the merged curve stops
+    where one job would: after the first budget beyond the first ``n_grid`` (the grid) whose attack
+    accuracy is at most ``1 - stop_broken``.
+
+    Raises
+    ------
+    ValueError
+        No parts, or parts with different budgets.
+    """
+    if not parts:
+        raise ValueError("merge_local needs at least one part")
+    eps = parts[0]["eps"]
+    if any(p["eps"] != eps for p in parts):
+        raise ValueError(f"the parts computed different budgets: {[p['eps'] for p in parts]}")
+    n = sum(int(p["n"]) for p in parts)
+
+    def fraction(values):  # values[j]: part j's fraction of its n images
+        return sum(round(v * p["n"]) for v, p in zip(values, parts)) / n
+
+    out = {"eps": list(eps), "n": n, "clean_accuracy": fraction([p["clean_accuracy"] for p in parts]),
+           "global_methods": parts[0]["global_methods"]}
+    for key in _LOCAL_FRACTIONS:
+        out[key] = [fraction([p[key][k] for p in parts]) for k in range(len(eps))]
+    out["attacked_images"] = [sum(p["attacked_images"][k] for p in parts) for k in range(len(eps))]
+    keep = len(eps)
+    if stop_broken is not None:
+        keep = next((k for k in range(n_grid, len(eps)) if out["attack_accuracy"][k - 1] <= 1 - stop_broken), keep)
+    for key in ("eps", "attacked_images", *_LOCAL_FRACTIONS):
+        out[key] = out[key][:keep]
+    for level in ("fast", "tight"):
+        out[f"gap_{level}"] = [a - c for a, c in zip(out["attack_accuracy"], out[f"certified_{level}"])]
+    out["seconds"] = {k: round(sum(p["seconds"][k] for p in parts), 3) for k in parts[0]["seconds"]}
     return out

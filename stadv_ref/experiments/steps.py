@@ -49,6 +49,7 @@ from .shards import (
     lower_bound_network,
     merge_attack,
     merge_certify,
+    merge_local,
     merge_lower_bound,
     train_network,
 )
@@ -346,17 +347,25 @@ def _global_methods(cfg, variant):
 
 def step_local(run):
     """Issue #21: certified accuracy from the per-image certificate (fast, tight) and the best global bound,
-    and accuracy under the flow attack, vs ``eps`` (Figs. 5/11's grid, then ``local_eps_extra``)."""
+    and accuracy under the flow attack, vs ``eps`` (Figs. 5/11's grid, then ``local_eps_extra``).
+
+    One job per network and ``local_chunk`` test images; :func:`.shards.merge_local` joins a network's
+    parts (and applies ``local_stop_broken`` to the merged ceiling)."""
     cfg = run.cfg
     d = run.dir("local")
     cache = str((run.out / "bound-cache").resolve())
-    jobs = [Job(v, local_network, dict(
+    ranges = [(a, min(a + cfg.local_chunk, cfg.local_n)) for a in range(0, cfg.local_n, cfg.local_chunk)]
+    jobs = [Job(f"{v}-{a}-{b}", local_network, dict(
         run.job_model(v, cfg.hidden_upper), data_dir=run.job_data_dir(), n_test=cfg.local_n, eps=list(cfg.cert_eps),
-        options=dict(extra_eps=list(cfg.local_eps_extra), stop_broken=cfg.local_stop_broken,
+        options=dict(extra_eps=list(cfg.local_eps_extra), stop_broken=None,
                      global_methods=list(_global_methods(cfg, v)), cache_dir=cache, gap_tol=cfg.cert_gap_tol,
                      attack_seed=cfg.seed, restarts=cfg.local_restarts, steps=cfg.local_steps,
-                     max_classes=cfg.local_max_classes))) for v in cfg.local_variants]
-    curves = dict(zip(cfg.local_variants, run.jobs("local", jobs, "local")))
+                     max_classes=cfg.local_max_classes), start=a, stop=b), cost=b - a)
+            for v in cfg.local_variants for a, b in ranges]
+    results = run.jobs("local", jobs, "local")
+    k = len(ranges)
+    curves = {v: merge_local(results[i * k:(i + 1) * k], len(cfg.cert_eps), cfg.local_stop_broken)
+              for i, v in enumerate(cfg.local_variants)}
     n_test = next(iter(curves.values()))["n"] if curves else 0
     plot_certify({v: {"eps": c["eps"], "methods": list(_LOCAL_LINES),
                       "zero_one": {m: c[m] for m in _LOCAL_LINES}} for v, c in curves.items()},
