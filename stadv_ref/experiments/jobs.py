@@ -15,13 +15,18 @@ one stAdv worker) with the run's backend, so its numbers do not depend on where 
 jobs share the machine: a pool, a Dask cluster and ``workers=1`` give the same bits.
 
 Each finished job's result is written at once to ``<out>/<step>/jobs/<key>.json`` (sealed, with
-the job's function and arguments); the step reads every result back from there. A run killed
-with ``kill -9`` and started again therefore continues from the last finished job, with the same
-numbers as an uninterrupted run. A stored result made by other arguments, or damaged, is
-recomputed (with a warning when damaged).
+the job's function, its arguments and :func:`code_fingerprint`); the step reads every result back from
+there. A run killed with ``kill -9`` and started again therefore continues from the last finished
+job, with the same numbers as an uninterrupted run. A stored result made by other arguments or by
+other code (the library's or the backend's sources changed since), or damaged, is recomputed (with a
+warning when damaged).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import importlib.util
 import math
 import multiprocessing
 import os
@@ -37,9 +42,10 @@ from tqdm.auto import tqdm
 
 from .._io import _jsonable, atomic_write_sealed_json, read_sealed_json
 from ..attacks.engine import core_limit, default_workers
-from ..backend import current_backend_name, use_backend
+from ..backend import _entry_points, current_backend_name, use_backend
 
-__all__ = ["Job", "Executor", "LocalPool", "DaskPool", "make_executor", "run_job", "run_jobs", "JOB_VERSION"]
+__all__ = ["Job", "Executor", "LocalPool", "DaskPool", "make_executor", "run_job", "run_jobs", "code_fingerprint",
+           "JOB_VERSION"]
 
 JOB_VERSION = 1
 """``format_version`` of the stored job results."""
@@ -60,10 +66,42 @@ class Job:
     fn: object
     kwargs: dict = field(default_factory=dict)
     cost: float = 1.0
+    code: str | None = None
 
     def spec(self):
-        """What the job computes: its function's path and its arguments (stored beside the result)."""
-        return {"fn": f"{self.fn.__module__}.{self.fn.__qualname__}", "kwargs": _jsonable(self.kwargs)}
+        """What the job computes: its function's path, its arguments and (set by :func:`run_jobs`) the
+        :func:`code_fingerprint` of the sources that compute it (stored beside the result)."""
+        spec = {"fn": f"{self.fn.__module__}.{self.fn.__qualname__}", "kwargs": _jsonable(self.kwargs)}
+        return spec if self.code is None else {**spec, "code": self.code}
+
+
+def _sources_sha256(roots):
+    """sha256 of every ``.py`` file under ``roots`` (relative path and bytes, in sorted order)."""
+    h = hashlib.sha256()
+    for root in roots:
+        root = Path(root)
+        for path in sorted(root.rglob("*.py")):
+            h.update(f"{root.name}/{path.relative_to(root).as_posix()}".encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(backend="numpy"):
+    """sha256 of the Python sources that compute a result: the ``stadv_ref`` package and, for a plugin
+    backend, its package (found from its entry point, not imported).
+
+    It is part of every stored job and step marker, so a run resumed after the code changed recomputes
+    what the change may have changed instead of mixing numbers of two versions. Any change to those
+    sources counts (a docstring too): the safe side.
+    """
+    roots = [Path(__file__).resolve().parents[1]]
+    ep = _entry_points().get(backend) if backend != "numpy" else None
+    if ep is not None:
+        spec = importlib.util.find_spec(ep.module.split(".")[0])
+        if spec is not None:
+            roots += list(spec.submodule_search_locations or [Path(spec.origin).parent])
+    return _sources_sha256(roots)
 
 
 def run_job(fn, kwargs, backend):
@@ -237,9 +275,11 @@ def run_jobs(jobs, store, executor, *, progress=True, desc="jobs"):
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"job keys must be unique, got {keys}")
+    backend = current_backend_name()
+    code = code_fingerprint(backend)
+    jobs = [dataclasses.replace(j, code=code) for j in jobs]
     records = {j.key: _load(store / f"{j.key}.json", j) for j in jobs}
     todo = sorted((j for j in jobs if records[j.key] is None), key=lambda j: -j.cost)
-    backend = current_backend_name()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="job", disable=not progress)
     pending = {}
     try:

@@ -3,9 +3,10 @@ r"""One-command reproduction of the paper's figures (``stadv reproduce``).
 The reproduction is a list of **steps** (:data:`STEPS`). Each step computes
 from the library, writes its PNG and JSON files atomically into
 ``<out>/<step>/`` and writes its marker ``<out>/<step>/<step>.json`` *last*.
-A step whose marker exists with the same settings is skipped, so an
+A step whose marker exists with the same settings and code is skipped, so an
 interrupted run resumes from what is on disk; a step whose marker is missing
-(or was made with other settings) is recomputed. Markers are sealed (content
+(or was made with other settings, or by other code: :func:`.jobs.code_fingerprint`)
+is recomputed. Markers are sealed (content
 hash, format and library version) and record the sha256 of every output of
 their step; a damaged marker or a missing or changed output makes the step be
 recomputed with a warning (:class:`.steps._Run`), never silently reused.
@@ -60,7 +61,7 @@ from .._provenance import provenance
 from ..backend import current_backend_name
 from .curves import attack_curve, certify_curve, local_curve, lower_bound_curve, soundness_spot_check
 from .export import export_docs
-from .jobs import make_executor
+from .jobs import code_fingerprint, make_executor
 from .plots import plot_attack, plot_certify, plot_convergence, plot_lower_bound, plot_samples, plot_training
 from .report import render_report
 from .steps import (
@@ -224,9 +225,14 @@ STEP_NAMES = tuple(s.name for s in STEPS)
 
 
 def _done(run, step):
-    """Whether ``step``'s marker is intact, complete, made with the current settings, and its outputs unchanged."""
+    """Whether ``step``'s marker is intact, complete, made with the current settings by the current code
+    (:func:`.jobs.code_fingerprint`), and its outputs unchanged."""
     m = run.summary(step.name)
     if not m or m.get("config") != run.cfg.key(step.config_fields) or m.get("complete") is not True:
+        return False
+    if m.get("code") != code_fingerprint(current_backend_name()):  # computed by other code: compute again
+        run.warn(f"{run.out}: steps computed by other code (stadv_ref's or the backend's sources changed since); "
+                 "they are computed again")
         return False
     return run.outputs_intact(step.name, m)
 
@@ -329,7 +335,8 @@ def _drive(run, cfg, only, force, log):
         cpu = round(time.process_time() - c0, 2)
         atomic_write_sealed_json(run.marker(name), {
             "step": name, "complete": True, "seconds": secs, "cpu_seconds": cpu,
-            "config": cfg.key(step.config_fields), "summary": summary, "outputs": run.output_hashes(name),
+            "config": cfg.key(step.config_fields), "code": code_fingerprint(current_backend_name()),
+            "summary": summary, "outputs": run.output_hashes(name),
             "provenance": provenance(backend=current_backend_name(), seed=cfg.seed)}, MARKER_VERSION)
         status[name] = secs
         rerun.add(name)

@@ -141,3 +141,47 @@ def test_stored_jobs_survive_a_rerun_of_their_step_but_not_force(finished, mnist
     assert _comparable(out) == _comparable(finished)
     rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1, force=["fig6"])
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+
+
+def test_the_code_fingerprint_follows_the_sources(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("x = 1\n")
+    first = jb._sources_sha256([pkg])
+    (pkg / "a.py").write_text("x = 2\n")
+    second = jb._sources_sha256([pkg])
+    (pkg / "a.py").rename(pkg / "b.py")
+    assert len({first, second, jb._sources_sha256([pkg])}) == 3  # content and name count
+    (pkg / "notes.txt").write_text("not code")
+    assert jb._sources_sha256([pkg]) == jb._sources_sha256([pkg])
+    here = jb.code_fingerprint("numpy")
+    assert len(here) == 64 and here == jb.code_fingerprint("numpy")
+    if "numba" in jb._entry_points():
+        assert jb.code_fingerprint("numba") != here  # the plugin's sources are in it
+
+
+def test_a_stored_job_made_by_other_code_is_recomputed(tmp_path, monkeypatch):
+    jobs = [jb.Job("a", _square, {"x": 3})]
+    with jb.LocalPool(1) as pool:
+        jb.run_jobs(jobs, tmp_path, pool, progress=False)
+        stamp = (tmp_path / "a.json").stat().st_mtime_ns
+        jb.run_jobs(jobs, tmp_path, pool, progress=False)
+        assert (tmp_path / "a.json").stat().st_mtime_ns == stamp  # same code: reused
+        monkeypatch.setattr(jb, "code_fingerprint", lambda backend="numpy": "0" * 64)
+        assert jb.run_jobs(jobs, tmp_path, pool, progress=False)[0]["x2"] == 9
+    assert (tmp_path / "a.json").stat().st_mtime_ns != stamp
+
+
+def test_steps_made_by_other_code_are_computed_again(mnist, tmp_path, monkeypatch):
+    out = tmp_path / "code"
+    rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1, only=["fig6"])
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "fig6" / "jobs").glob("*.json")}
+    again = rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1, only=["fig6"])
+    assert again["fig6"] == "skipped"  # the same code: nothing to do
+    other = lambda backend="numpy": "0" * 64  # noqa: E731
+    monkeypatch.setattr(rp, "code_fingerprint", other)
+    monkeypatch.setattr(jb, "code_fingerprint", other)
+    with pytest.warns(UserWarning, match="other code"):
+        status = rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1, only=["fig6"])
+    assert status["fig6"] != "skipped" and status["models"] != "skipped"
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())  # every job computed again
