@@ -75,6 +75,7 @@ _LAZY = {
     "local_pair_bounds": "upper_bounds",
     "stadv_attack": "attacks",
     "flow_pgd_attack": "attacks",
+    "flow_pgd_attack_images": "attacks",
     "train": "training",
     "import_onnx": "onnx_import",
     "from_torch": "torch_import",

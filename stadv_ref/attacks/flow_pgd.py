@@ -71,6 +71,22 @@ def _step(step_size, t, steps, schedule):
     return step_size * (1.0 - t / steps) + 0.01
 
 
+def _flow_starts(rng, shape, eps):
+    """The random starting flows ``s = M r`` of ``shape = (restarts, ...)`` on the budget's boundary:
+    Gaussian directions from ``rng``, restart 0 the constant flow ``+1`` and restart 3 ``-1``."""
+    s = rng.standard_normal(shape)
+    s[0] = 1.0
+    if shape[0] > 3:
+        s[3] = -1.0
+    return _project_ball(s / np.sqrt((s * s).sum(axis=tuple(range(1, s.ndim)), keepdims=True)) * eps, eps)
+
+
+def _flow_of(s, tied):
+    """The flow ``(N, 2, H, W)`` of ``s = M r``: ``r = M^-1 s``, both components ``r`` when tied."""
+    r = np.asarray(m_power(s, -1))
+    return np.stack([r, r], axis=1) if tied else r
+
+
 def _starts(name, a, shape, restarts):
     """Validate caller-given starts: ``(k,) + shape`` (or ``shape`` for one start), ``k <= restarts``."""
     a = as_float_array(name, a, ndim=(len(shape), len(shape) + 1), dtype=np.float64)
@@ -183,25 +199,15 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
     else:
         X = np.broadcast_to(x, (N, H, W)).copy()
         optimize_x = False if optimize_x is None else bool(optimize_x)
-    shape = (N, H, W) if tied else (N, 2, H, W)
-    s = rng.standard_normal(shape)
-    # A few structured starts: constant flows of both signs.
-    s[0] = 1.0
-    if N > 3:
-        s[3] = -1.0
-    s = _project_ball(s / np.sqrt((s * s).sum(axis=tuple(range(1, s.ndim)), keepdims=True)) * eps, eps)
+    s = _flow_starts(rng, (N, H, W) if tied else (N, 2, H, W), eps)
     if r_starts is not None:
         s[: len(r_starts)] = _project_ball(np.asarray(m_power(r_starts, 1)), eps)
     best_val = np.full(N, -np.inf)
     best_x = X.copy()
     best_s = s.copy()
 
-    def flow_of(s_):
-        r = np.asarray(m_power(s_, -1))
-        return np.stack([r, r], axis=1) if tied else r
-
     for t in range(steps + 1):
-        flow = flow_of(s)
+        flow = _flow_of(s, tied)
         xt = warp(X, flow, padding)
         val = f(xt) - f(X)
         better = val > best_val
@@ -221,7 +227,7 @@ def flow_pgd_attack(net, eps, *, classes=None, x=None, tied=True, restarts=32, s
             gx = warp_vjp_x(flow, gxt, padding) - f.input_gradient(X).reshape(N, H, W)
             X = np.clip(X + alpha * (hi - lo) * np.sign(gx), lo, hi)
     k = int(np.argmax(best_val))
-    r = flow_of(best_s[k:k + 1])[0]
+    r = _flow_of(best_s[k:k + 1], tied)[0]
     flow_out = r[0] if tied else r
     # Re-evaluate exactly at the returned pair (same arithmetic as adv_loss_exact).
     value = float(adv_loss_exact(f, best_x[k][None], flow_out[None], padding=padding)[0])

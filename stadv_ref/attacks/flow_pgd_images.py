@@ -1,4 +1,5 @@
-r"""The projected-gradient flow attack on many fixed images at once.
+r"""The projected-gradient flow attack on many fixed images at once (Section 3: the exact
+``l_adv`` of Eq. (4) maximised over the budget ``||M r|| <= eps`` of Eq. (3)).
 
 :func:`flow_pgd_attack_images` runs :func:`.flow_pgd.flow_pgd_attack` with ``x`` fixed on a
 batch of images, each with its own class pair and seed, in lockstep: the same starts (image
@@ -7,8 +8,9 @@ the same steps, the same best-value bookkeeping and the same exact re-evaluation
 What changes is the arithmetic's shape: all restarts of all images pass through the network as
 one matrix product per step (hundreds of rows instead of ``restarts``), and the image term
 ``f(x)``, constant when ``x`` is fixed, is computed once. Images can leave the batch as soon as
-their best value exceeds a threshold (``stop_above``): then the value returned is the first
-one found above it, which is all a caller that asks "is this image broken?" needs.
+their best value exceeds a threshold (``stop_above``, by more than rounding can undo): then the
+value returned is the first one found above it, which is all a caller that asks "is this image
+broken?" needs.
 
 The result of image ``n`` equals ``flow_pgd_attack(net, eps, classes=classes[n], x=X[n],
 seed=seeds[n], ...)`` up to floating-point rounding (tested).
@@ -19,13 +21,13 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import as_images, check_budget, check_choice, check_positive_int, check_seed
+from .._validate import as_float_array, as_images, check_budget, check_choice, check_positive_int, check_seed
 from ..network import LinearClassifier, OneHiddenLayerNet
 from ..operators import m_power
 from ..transform import PADDINGS, warp, warp_vjp_flow
-from .flow_pgd import SCHEDULES, _project_ball, _step
+from .flow_pgd import SCHEDULES, _flow_of, _flow_starts, _project_ball, _step
 
-__all__ = ["ImagesAttackResult", "flow_pgd_attack_images"]
+__all__ = ["ImagesAttackResult", "flow_pgd_attack_images", "STOP_MARGIN"]
 
 
 @dataclasses.dataclass
@@ -61,6 +63,8 @@ def _pairs(classes, net, N):
     if classes is None:
         raise ValueError("classes, one pair (i, y) per image, is required for a multi-class network")
     c = np.asarray(classes)
+    if N == 0 and c.size == 0:
+        return np.zeros((0, 2), np.int64)
     if c.dtype == bool or not np.issubdtype(c.dtype, np.integer):
         raise TypeError(f"classes must be integer class indices, got dtype {c.dtype}")
     if c.shape != (N, 2):
@@ -70,6 +74,29 @@ def _pairs(classes, net, N):
     if np.any(c[:, 0] == c[:, 1]):
         raise ValueError(f"classes: i and y must differ, equal in rows {np.flatnonzero(c[:, 0] == c[:, 1])[:5]}")
     return c.astype(np.int64)
+
+
+STOP_MARGIN = 1e-9
+"""An image leaves the batch once its best value exceeds ``stop_above`` by ``STOP_MARGIN (1 + |stop_above|)``:
+far above the rounding between the value seen in the loop and the one recomputed at the end, so
+that the returned value is above ``stop_above`` too."""
+
+
+def _thresholds(stop_above, N):
+    """The values above which each image leaves the batch (``inf``: never)."""
+    if stop_above is None:
+        return np.full(N, np.inf)
+    if np.asarray(stop_above).dtype == bool:
+        raise TypeError("stop_above must be real numbers, got booleans")
+    thr = as_float_array("stop_above", stop_above, ndim=(0, 1), finite=False, dtype=np.float64)
+    if np.isnan(thr).any():
+        raise ValueError("stop_above must not be NaN")
+    if thr.ndim == 0:
+        thr = np.full(N, float(thr))
+    if thr.shape != (N,):
+        raise ValueError(f"stop_above must be a scalar or have shape ({N},), got {thr.shape}")
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(thr), thr + STOP_MARGIN * (1.0 + np.abs(thr)), thr)
 
 
 def _per_image(name, a, N, check):
@@ -134,8 +161,9 @@ def flow_pgd_attack_images(net, eps, X, classes=None, *, tied=True, restarts=32,
         Image ``n``'s starts come from ``numpy.random.default_rng(seeds[n])`` as in the one-image
         attack with ``seed=seeds[n]``.
     stop_above : float or array_like, shape (N,), optional
-        Image ``n`` leaves the batch once its best value exceeds ``stop_above[n]`` (its value is
-        then the first found above it, its flow the one that gave it).
+        Image ``n`` leaves the batch once its best value exceeds ``stop_above[n]`` by more than
+        :data:`STOP_MARGIN` ``(1 + |stop_above[n]|)`` (its value is then the first found there, its
+        flow the one that gave it, and the returned exact value is above ``stop_above[n]``).
     batch_images : int
         Images attacked together (``batch_images * restarts`` rows per matrix product).
 
@@ -146,8 +174,8 @@ def flow_pgd_attack_images(net, eps, X, classes=None, *, tied=True, restarts=32,
     Raises
     ------
     TypeError
-        ``net`` is not a network; ``X`` not numeric; ``classes`` not integers; ``seeds`` not
-        integers; ``eps``, ``step_size``, ``stop_above`` not real numbers.
+        ``net`` is not a network; ``tied`` not a bool; ``X`` not numeric; ``classes`` not integers;
+        ``seeds`` not integers; ``eps``, ``step_size``, ``stop_above`` not real numbers.
     ValueError
         ``X`` not ``(N, H, W)`` of the net's image shape or not finite; ``classes`` of the wrong
         shape, out of range or with ``i == y`` (or given for a binary network, missing for a
@@ -164,6 +192,8 @@ def flow_pgd_attack_images(net, eps, X, classes=None, *, tied=True, restarts=32,
     """
     if isinstance(net, LinearClassifier):
         net = net.as_network()
+    if not isinstance(tied, (bool, np.bool_)):
+        raise TypeError(f"tied must be a bool, got {type(tied).__name__}")
     if not isinstance(net, OneHiddenLayerNet):
         raise TypeError(f"net must be a OneHiddenLayerNet, got {type(net).__name__}")
     eps = check_budget("eps", eps)
@@ -180,14 +210,7 @@ def flow_pgd_attack_images(net, eps, X, classes=None, *, tied=True, restarts=32,
     N = len(X)
     pairs = _pairs(classes, net, N)
     seeds = _per_image("seeds", seeds, N, check_seed)
-    if stop_above is None:
-        thr = np.full(N, np.inf)
-    else:
-        thr = np.asarray(stop_above, dtype=np.float64) if np.ndim(stop_above) else np.full(N, float(stop_above))
-        if thr.shape != (N,):
-            raise ValueError(f"stop_above must be a scalar or have shape ({N},), got {thr.shape}")
-        if np.isnan(thr).any():
-            raise ValueError("stop_above must not be NaN")
+    thr = _thresholds(stop_above, N)
     shape = (H, W) if tied else (2, H, W)
     out = ImagesAttackResult(values=np.zeros(N), flows=np.zeros((N, *shape)), budgets=np.zeros(N),
                              steps_run=np.full(N, steps, dtype=np.int64))
@@ -198,22 +221,12 @@ def flow_pgd_attack_images(net, eps, X, classes=None, *, tied=True, restarts=32,
     return out
 
 
-def _flow_of(s, tied):
-    r = np.asarray(m_power(s, -1))
-    return np.stack([r, r], axis=1) if tied else r
-
-
 def _attack_chunk(margin, eps, X, idx, seeds, thr, shape, tied, R, steps, padding, step_size, schedule, out):
     """Attack images ``idx`` in lockstep (rows ``n * R + k``: restart ``k`` of image ``n``); fill ``out``."""
     H, W = margin.net.image_shape
     s = np.empty((len(idx), R, *shape))
     for j, n in enumerate(idx):  # the one-image attack's starts, seed by seed
-        s_n = np.random.default_rng(int(seeds[n])).standard_normal((R, *shape))
-        s_n[0] = 1.0
-        if R > 3:
-            s_n[3] = -1.0
-        norm = np.sqrt((s_n * s_n).sum(axis=tuple(range(1, s_n.ndim)), keepdims=True))
-        s[j] = _project_ball(s_n / norm * eps, eps)
+        s[j] = _flow_starts(np.random.default_rng(int(seeds[n])), (R, *shape), eps)
     v_img, c_img = margin.rows(idx)
     f_x = margin.value(X[idx], v_img, c_img)
     best_val = np.full((len(idx), R), -np.inf)
@@ -251,9 +264,8 @@ def _attack_chunk(margin, eps, X, idx, seeds, thr, shape, tied, R, steps, paddin
         if not len(live):
             break
     k = best_val.argmax(axis=1)
-    s_best = best_s[np.arange(len(idx)), k]
-    r = np.asarray(m_power(s_best, -1))
-    flow = np.stack([r, r], axis=1) if tied else r
+    flow = _flow_of(best_s[np.arange(len(idx)), k], tied)
+    r = flow[:, 0] if tied else flow
     # Re-evaluate exactly at the returned pair.
     out.values[idx] = margin.value(warp(X[idx], flow, padding), v_img, c_img) - f_x
     out.flows[idx] = r

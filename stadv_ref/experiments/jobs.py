@@ -91,9 +91,11 @@ def code_fingerprint(backend="numpy"):
     """sha256 of the Python sources that compute a result: the ``stadv_ref`` package and, for a plugin
     backend, its package (found from its entry point, not imported).
 
-    It is part of every stored job and step marker, so a run resumed after the code changed recomputes
-    what the change may have changed instead of mixing numbers of two versions. Any change to those
-    sources counts (a docstring too): the safe side.
+    It is part of every stored job and step marker, so a run resumed after the code changed (or with
+    another backend) computes its steps and jobs again instead of mixing numbers of two versions. Any
+    change to those sources counts (a docstring too): the safe side. Not covered: the trained networks
+    (``OUT/models`` or ``--cache-dir``) and the class-pair bound cache (``OUT/bound-cache``) are files
+    reused by name and settings; delete them after a change to training or to the bounds.
     """
     roots = [Path(__file__).resolve().parents[1]]
     ep = _entry_points().get(backend) if backend != "numpy" else None
@@ -105,13 +107,14 @@ def code_fingerprint(backend="numpy"):
 
 
 def run_job(fn, kwargs, backend):
-    """Run ``fn(**kwargs)`` with ``backend`` under ``core_limit(1)``; the JSON-able result and its seconds."""
+    """Run ``fn(**kwargs)`` with ``backend`` under ``core_limit(1)``; the JSON-able result, its seconds and
+    the :func:`code_fingerprint` of the process that ran it."""
     t0, c0 = time.perf_counter(), time.process_time()
     with use_backend(backend):
         with core_limit(1):
             result = _jsonable(fn(**kwargs))
     return {"result": result, "seconds": round(time.perf_counter() - t0, 3),
-            "cpu_seconds": round(time.process_time() - c0, 3), "pid": os.getpid()}
+            "cpu_seconds": round(time.process_time() - c0, 3), "pid": os.getpid(), "code": code_fingerprint(backend)}
 
 
 def _watch_parent(parent):
@@ -255,6 +258,10 @@ def _store(path, job, done):
 def run_jobs(jobs, store, executor, *, progress=True, desc="jobs"):
     """Run the jobs not yet stored under ``store`` on ``executor``; every job's result, in order.
 
+    A stored result is reused when it was made by the same function, arguments and code
+    (:func:`code_fingerprint`; a worker that runs other code is an error); results under ``store``
+    of jobs not in ``jobs`` (made with other settings) are removed, so ``store`` holds the step's jobs.
+
     Parameters
     ----------
     jobs : sequence of Job
@@ -275,6 +282,9 @@ def run_jobs(jobs, store, executor, *, progress=True, desc="jobs"):
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"job keys must be unique, got {keys}")
+    for path in store.glob("*.json"):  # results of jobs the step no longer has (other settings): not its own
+        if path.stem not in keys:
+            path.unlink()
     backend = current_backend_name()
     code = code_fingerprint(backend)
     jobs = [dataclasses.replace(j, code=code) for j in jobs]
@@ -293,6 +303,11 @@ def run_jobs(jobs, store, executor, *, progress=True, desc="jobs"):
                 store.mkdir(parents=True, exist_ok=True)
                 try:
                     done = fut.result()
+                    if done.get("code") != code:
+                        raise RuntimeError(
+                            f"job {job.key!r} ran on a worker whose stadv_ref or {backend} backend sources differ "
+                            f"from this process's (code fingerprint {str(done.get('code'))[:12]} vs {code[:12]}): "
+                            "the workers must run the same code; its result is not stored")
                 except BrokenProcessPool as exc:
                     raise RuntimeError(
                         f"a process of the local pool died while running job {job.key!r} (killed, out of memory, or "

@@ -231,8 +231,8 @@ def _done(run, step):
     if not m or m.get("config") != run.cfg.key(step.config_fields) or m.get("complete") is not True:
         return False
     if m.get("code") != code_fingerprint(current_backend_name()):  # computed by other code: compute again
-        run.warn(f"{run.out}: steps computed by other code (stadv_ref's or the backend's sources changed since); "
-                 "they are computed again")
+        run.warn(f"{run.out}: steps computed by other code (stadv_ref's or the {current_backend_name()} backend's "
+                 "sources differ from this run's, or another backend); they are computed again")
         return False
     return run.outputs_intact(step.name, m)
 

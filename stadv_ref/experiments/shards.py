@@ -74,9 +74,12 @@ def local_network(variant, hidden, model, model_sha256, data_dir, n_test, eps, o
     ``options`` are its keywords; the attack on test image ``n`` is seeded with ``attack_seed + n``
     wherever the part starts, so parts merged by :func:`merge_local` give the numbers of one job.
     """
+    stop = n_test if stop is None else stop
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= n_test):
+        raise ValueError(f"start, stop must be integers with 0 <= start < stop <= n_test = {n_test}, "
+                         f"got {start!r}, {stop!r}")
     net, _ = _network(variant, hidden, model)
     X, y = _test(data_dir, n_test)
-    stop = n_test if stop is None else stop
     opts = dict(options, attack_seed=options.get("attack_seed", 0) + start)
     return local_curve(net, X[start:stop], y[start:stop], eps, progress=False, **opts)
 
@@ -115,7 +118,8 @@ def merge_local(parts, n_grid, stop_broken):
     Each part computed every budget (``stop_broken=None``); the merged fractions are the parts'
     counts over all images (so exactly the fractions one job would give), and the merged curve stops
     where one job would: after the first budget beyond the first ``n_grid`` (the grid) whose attack
-    accuracy is at most ``1 - stop_broken``.
+    accuracy is at most ``1 - stop_broken``. The merged ``seconds`` are the parts' sums, the budgets the
+    rule drops included.
 
     Raises
     ------
@@ -124,6 +128,10 @@ def merge_local(parts, n_grid, stop_broken):
     """
     if not parts:
         raise ValueError("merge_local needs at least one part")
+    if not (isinstance(n_grid, int) and 0 < n_grid <= len(parts[0]["eps"])):
+        raise ValueError(f"n_grid must be an integer in [1, {len(parts[0]['eps'])}], got {n_grid!r}")
+    if stop_broken is not None and not 0 <= stop_broken <= 1:
+        raise ValueError(f"stop_broken must be None or in [0, 1], got {stop_broken!r}")
     eps = parts[0]["eps"]
     if any(p["eps"] != eps for p in parts):
         raise ValueError(f"the parts computed different budgets: {[p['eps'] for p in parts]}")

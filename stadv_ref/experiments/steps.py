@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_savez, read_npz, read_sealed_json, seal_arrays, sha256_file, unseal_arrays
+from .._validate import check_positive_int
 from ..data import load_mnist
 from ..training import load_or_train, model_path
 from .curves import certify_curve, soundness_spot_check
@@ -354,7 +355,8 @@ def step_local(run):
     cfg = run.cfg
     d = run.dir("local")
     cache = str((run.out / "bound-cache").resolve())
-    ranges = [(a, min(a + cfg.local_chunk, cfg.local_n)) for a in range(0, cfg.local_n, cfg.local_chunk)]
+    chunk = check_positive_int("local_chunk", cfg.local_chunk)
+    ranges = [(a, min(a + chunk, cfg.local_n)) for a in range(0, cfg.local_n, chunk)]
     jobs = [Job(f"{v}-{a}-{b}", local_network, dict(
         run.job_model(v, cfg.hidden_upper), data_dir=run.job_data_dir(), n_test=cfg.local_n, eps=list(cfg.cert_eps),
         options=dict(extra_eps=list(cfg.local_eps_extra), stop_broken=None,

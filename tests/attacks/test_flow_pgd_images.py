@@ -80,9 +80,23 @@ def test_stop_above_only_stops_early():
     assert np.all(res.budgets <= eps * (1 + 1e-9))
 
 
-def test_no_images_gives_empty_results():
-    res = flow_pgd_attack_images(_net(), 0.2, np.zeros((0, H, W)), np.zeros((0, 2), int), restarts=2, steps=2)
+@pytest.mark.parametrize("classes", [np.zeros((0, 2), int), []])
+def test_no_images_gives_empty_results(classes):
+    res = flow_pgd_attack_images(_net(), 0.2, np.zeros((0, H, W)), classes, restarts=2, steps=2)
     assert res.values.shape == (0,) and res.flows.shape == (0, H, W)
+
+
+def test_a_stopped_image_is_above_its_threshold_after_the_exact_recomputation():
+    """An image leaves the batch only when its value passes the threshold by more than rounding, so the
+    exact value recomputed at the end is above the threshold too (the "broken" test of the caller)."""
+    net, eps, X, pairs = _net(5), 0.5, _images(10, seed=6), _pairs(10)
+    full = flow_pgd_attack_images(net, eps, X, pairs, restarts=3, steps=12, seeds=np.arange(10))
+    for k, thr in enumerate((full.values, full.values - 1e-12, full.values - 1e-3)):  # at, just below, below the best
+        res = flow_pgd_attack_images(net, eps, X, pairs, restarts=3, steps=12, seeds=np.arange(10), stop_above=thr)
+        stopped = res.steps_run < 12
+        assert stopped.any() == (k == 2)  # within the margin an image goes on to the end
+        assert np.all(res.values[stopped] > thr[stopped])
+        np.testing.assert_array_equal(res.values > thr, full.values > thr)
 
 
 @pytest.mark.parametrize("kwargs, exc, name", [
@@ -96,6 +110,10 @@ def test_no_images_gives_empty_results():
     (dict(seeds=1.5), TypeError, "seeds"),
     (dict(stop_above=[np.nan, 0.0]), ValueError, "stop_above"),
     (dict(stop_above=[0.0]), ValueError, "stop_above"),
+    (dict(stop_above="abc"), TypeError, "stop_above"),
+    (dict(stop_above=True), TypeError, "stop_above"),
+    (dict(stop_above=np.array([0.0, None], dtype=object)), TypeError, "stop_above"),
+    (dict(tied=1), TypeError, "tied"),
     (dict(eps=-0.1), ValueError, "eps"),
     (dict(restarts=0), ValueError, "restarts"),
     (dict(batch_images=0), ValueError, "batch_images"),

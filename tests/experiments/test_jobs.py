@@ -152,10 +152,11 @@ def test_the_code_fingerprint_follows_the_sources(tmp_path):
     second = jb._sources_sha256([pkg])
     (pkg / "a.py").rename(pkg / "b.py")
     assert len({first, second, jb._sources_sha256([pkg])}) == 3  # content and name count
+    third = jb._sources_sha256([pkg])
     (pkg / "notes.txt").write_text("not code")
-    assert jb._sources_sha256([pkg]) == jb._sources_sha256([pkg])
+    assert jb._sources_sha256([pkg]) == third  # only the Python sources count
     here = jb.code_fingerprint("numpy")
-    assert len(here) == 64 and here == jb.code_fingerprint("numpy")
+    assert len(here) == 64 and here == jb.code_fingerprint.__wrapped__("numpy")  # recomputed, not the cached value
     if "numba" in jb._entry_points():
         assert jb.code_fingerprint("numba") != here  # the plugin's sources are in it
 
@@ -185,3 +186,23 @@ def test_steps_made_by_other_code_are_computed_again(mnist, tmp_path, monkeypatc
         status = rp.reproduce(out, CFG, data_dir=mnist, progress=False, log=None, workers=1, only=["fig6"])
     assert status["fig6"] != "skipped" and status["models"] != "skipped"
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())  # every job computed again
+
+
+def test_a_worker_running_other_code_is_an_error(tmp_path, monkeypatch):
+    real = jb.run_job
+
+    def other_worker(fn, kwargs, backend):
+        return {**real(fn, kwargs, backend), "code": "f" * 64}
+
+    monkeypatch.setattr(jb, "run_job", other_worker)
+    with jb.LocalPool(1) as pool, pytest.raises(RuntimeError, match="other code|sources differ"):
+        jb.run_jobs([jb.Job("a", _square, {"x": 2})], tmp_path, pool, progress=False)
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_results_of_jobs_a_step_no_longer_has_are_removed(tmp_path):
+    with jb.LocalPool(1) as pool:
+        jb.run_jobs([jb.Job(f"j{i}", _square, {"x": i}) for i in range(3)], tmp_path, pool, progress=False)
+        jb.run_jobs([jb.Job("j1", _square, {"x": 1})], tmp_path, pool, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j1.json"]
+    assert list(jb.job_seconds(tmp_path)) == ["j1"]

@@ -4,6 +4,7 @@ image by image, classes largest tight bound first, stopping at the first class t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import stadv_ref
 from stadv_ref.attacks import flow_pgd_attack
@@ -74,3 +75,29 @@ def test_parts_merged_give_the_numbers_of_one_job():
     for key in set(one) - {"seconds"}:
         assert merged[key] == one[key], key
     assert merge_local(parts, 2, None)["eps"] == parts[0]["eps"]
+
+
+def test_local_network_seeds_each_image_as_one_job_would(monkeypatch):
+    """``local_network`` on ranges of the images (the ``local`` step's jobs) seeds the attack on test image ``n``
+    with ``attack_seed + n`` wherever its range starts: its parts merged equal one ``local_curve``."""
+    from stadv_ref.experiments import shards
+
+    rng = np.random.default_rng(5)
+    net = stadv_ref.OneHiddenLayerNet(rng.standard_normal((10, H * W)) / 3, rng.standard_normal((K, 10)),
+                                      rng.standard_normal(10) / 4, image_shape=(H, W))
+    X = rng.uniform(0, 1, (16, H, W))
+    y = net.predict(X)
+    monkeypatch.setattr(shards, "_network", lambda variant, hidden, model: (net, {}))
+    monkeypatch.setattr(shards, "_test", lambda data_dir, n: (X[:n], y[:n]))
+    opts = dict(extra_eps=[1.0, 2.0], stop_broken=None, restarts=3, steps=10, max_classes=2, attack_seed=7)
+    args = dict(variant="nt", hidden=10, model={}, model_sha256=None, data_dir=None, n_test=16, eps=[0.3])
+    parts = [shards.local_network(**args, options=opts, start=a, stop=b) for a, b in ((0, 6), (6, 16))]
+    one = local_curve(net, X, y, [0.3], **opts, progress=False)
+    assert 0 < sum(one["attacked_images"]) and one["attack_accuracy"][-1] < 1  # the attack is exercised
+    merged = shards.merge_local(parts, 1, None)
+    for key in set(one) - {"seconds"}:
+        assert merged[key] == one[key], key
+    with pytest.raises(ValueError, match="start, stop"):
+        shards.local_network(**args, options=opts, start=6, stop=6)
+    with pytest.raises(ValueError, match="n_grid"):
+        shards.merge_local(parts, 0, None)
