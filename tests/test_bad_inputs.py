@@ -288,6 +288,11 @@ SPECS = {
         net=Arg("net", NET), eps=Arg("budget", 0.5), classes=Arg("classes", (0, 1)),
         x=A(X[0], (2,), (0, 1), none_ok=True), restarts=Arg("count", 2), steps=Arg("count", 3),
         padding=Arg("choice", "zeros"), step_size=Arg("budget", 0.25), seed=Arg("seed", 0))),
+    "flow_pgd_attack_images": Spec(s.flow_pgd_attack_images, dict(
+        net=Arg("net", NET), eps=Arg("budget", 0.5), X=A(X, (3,), (1, 2)),
+        classes=A(np.array([[0, 1], [2, 0]]), (2,), (0, 1)), restarts=Arg("count", 2), steps=Arg("count", 3),
+        padding=Arg("choice", "zeros"), step_size=Arg("budget", 0.25), seeds=Arg("seed", 0),
+        batch_images=Arg("count", 2))),
     "train": Spec(s.train, dict(
         variant=Arg("choice", "nt"), X=A(XT, (2, 3), (0, 1, 2)), y=Arg("labels", YT), hidden=Arg("count", 4),
         epochs=Arg("count", 1, minimum=0), batch_size=Arg("count", 3), seed=Arg("seed", 0),

@@ -122,8 +122,9 @@ class _Margin:
         if pairs is None:
             self.v, self.c = net.V[:1], net.c[:1]
         else:
-            self.v = net.V[pairs[:, 0]] - net.V[pairs[:, 1]]
-            self.c = net.c[pairs[:, 0]] - net.c[pairs[:, 1]]
+            with np.errstate(over="ignore"):
+                self.v = self._finite(net.V[pairs[:, 0]] - net.V[pairs[:, 1]], "output weights v_i - v_y")
+                self.c = self._finite(net.c[pairs[:, 0]] - net.c[pairs[:, 1]], "output bias c_i - c_y")
 
     def rows(self, idx):
         """Output weights of the rows of images ``idx``."""
@@ -131,14 +132,23 @@ class _Margin:
             return self.v[np.zeros(len(idx), int)], self.c[np.zeros(len(idx), int)]
         return self.v[idx], self.c[idx]
 
+    @staticmethod
+    def _finite(a, what):
+        if not np.isfinite(a).all():
+            raise ValueError(f"net: the margin's {what} is not finite (overflow): the network's weights or the "
+                             "images are too large for float64 arithmetic")
+        return a
+
     def value(self, X, v, c):
         z = self.net.hidden(X.reshape(len(X), -1))
-        return np.einsum("bm,bm->b", np.maximum(z, 0.0), v) + c
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+            return self._finite(np.einsum("bm,bm->b", np.maximum(z, 0.0), v) + c, "value")
 
     def value_and_grad(self, X, v, c):
         z = self.net.hidden(X.reshape(len(X), -1))
-        val = np.einsum("bm,bm->b", np.maximum(z, 0.0), v) + c
-        return val, ((z > 0) * v) @ self.net.W
+        with np.errstate(over="ignore", invalid="ignore"):
+            val = self._finite(np.einsum("bm,bm->b", np.maximum(z, 0.0), v) + c, "value")
+            return val, self._finite(((z > 0) * v) @ self.net.W, "input gradient")
 
 
 def flow_pgd_attack_images(net, eps, X, classes=None, *, tied=True, restarts=32, steps=200, padding="zeros",
