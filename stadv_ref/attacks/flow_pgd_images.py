@@ -254,12 +254,12 @@ def _attack_chunk(margin, eps, X, idx, seeds, thr, shape, tied, R, steps, paddin
         else:
             val, gxt = margin.value_and_grad(xt, v, c)
         val = (val - np.repeat(f_x[live], R)).reshape(n_live, R)
-        better = val > best_val[live]
         bv, bs = best_val[live], best_s[live]
+        better = val > bv
         bv[better] = val[better]
-        bs[better] = s[live][better]
+        bs[better] = sl.reshape(n_live, R, *shape)[better]
         best_val[live], best_s[live] = bv, bs
-        done = best_val[live].max(axis=1) > thr[idx[live]]
+        done = bv.max(axis=1) > thr[idx[live]]
         out.steps_run[idx[live[done]]] = t
         if t == steps:
             break
